@@ -1,0 +1,1 @@
+//! ExportJob custom resource, shard task and result messages, CRD generation. Types only, no IO.

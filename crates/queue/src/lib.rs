@@ -1,0 +1,1 @@
+//! The shard queue: a small trait with RabbitMQ and in-memory implementations.

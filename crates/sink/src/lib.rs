@@ -1,0 +1,1 @@
+//! Encoders (NDJSON, CSV, Parquet) and storage (S3 multipart, shared volume), shard markers and the job manifest.

@@ -1,0 +1,1 @@
+//! OpenSearch/Elasticsearch client: flavor detection, auth, PIT, paged shard reader, retries.

@@ -1,0 +1,3 @@
+//! The spillway binary.
+
+fn main() {}
