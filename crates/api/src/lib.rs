@@ -1,1 +1,23 @@
-//! ExportJob custom resource, shard task and result messages, CRD generation. Types only, no IO.
+//! spillway's shared vocabulary: the `ExportJob` custom resource (spec and status), the shard
+//! plan, the messages between coordinator and workers, the shard markers and the job manifest,
+//! and the output layout. Types only: nothing here does IO, so every other crate can depend
+//! on it.
+
+pub mod crd;
+pub mod layout;
+pub mod manifest;
+pub mod messages;
+pub mod plan;
+mod schema;
+pub mod spec;
+pub mod status;
+pub mod validate;
+
+pub use messages::{
+    JobRef, MESSAGE_VERSION, OutputFile, ShardMarker, ShardOutcome, ShardResult, ShardTask,
+    SnapshotRef,
+};
+pub use plan::{Plan, ShardSpec, SliceRef, TimeWindow};
+pub use spec::*;
+pub use status::{Condition, ExportJobStatus, Phase};
+pub use validate::{SpecError, load_job_yaml};
