@@ -4,6 +4,7 @@
 //! on it.
 
 pub mod crd;
+pub mod doc;
 pub mod layout;
 pub mod manifest;
 pub mod messages;
@@ -17,6 +18,7 @@ pub use messages::{
     JobRef, MESSAGE_VERSION, OutputFile, ShardMarker, ShardOutcome, ShardResult, ShardTask,
     SnapshotRef,
 };
+pub use doc::DocRef;
 pub use plan::{Plan, ShardSpec, SliceRef, TimeWindow};
 pub use spec::*;
 pub use status::{Condition, ExportJobStatus, Phase};

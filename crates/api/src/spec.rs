@@ -84,6 +84,10 @@ pub struct SourceSpec {
     /// TLS settings for `https` URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// A unique, doc-values field used to order pages when the cluster has no `_shard_doc`
+    /// (OpenSearch before 3.3). Default there: `_id`, which costs heap on the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiebreaker_field: Option<String>,
     /// Force the cluster flavor instead of detecting it from `GET /`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flavor: Option<Flavor>,
@@ -301,10 +305,10 @@ pub struct OutputSpec {
 }
 
 fn default_row_group_bytes() -> u64 {
-    64 << 20
+    16 << 20
 }
 fn default_part_size() -> u64 {
-    16 << 20
+    8 << 20
 }
 
 #[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
