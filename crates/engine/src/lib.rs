@@ -1,1 +1,24 @@
-//! The coordinator engine (plan, publish, track) and the shard executor (fetch, encode, commit, report), shared by every mode.
+//! The export engine, shared by every mode (`spillway run`, `spillway worker`, the Kubernetes
+//! coordinator):
+//!
+//! - [`coordinator`] plans a job under one snapshot, publishes shards, tracks results and
+//!   writes the manifest;
+//! - [`executor`] turns one shard task into one committed file plus its marker;
+//! - [`worker`] is the consume → execute → report → ack loop;
+//! - [`local`] joins both in one process over the in-memory queue.
+
+pub mod connect;
+pub mod coordinator;
+mod error;
+pub mod executor;
+pub mod local;
+pub mod progress;
+pub mod secrets;
+pub mod worker;
+
+pub use coordinator::{CoordinatorOptions, JobReport, run_job};
+pub use error::EngineError;
+pub use executor::Executor;
+pub use local::{LocalOptions, run_local};
+pub use progress::{Progress, ProgressView};
+pub use secrets::{LocalSecrets, SecretResolver};

@@ -1,0 +1,475 @@
+//! The coordinator engine: one job from spec to `_SUCCESS`, independent of Kubernetes.
+//!
+//! 1. Open one point-in-time snapshot (guarantee 1) and count the job's documents under it.
+//! 2. Plan: reuse `_spillway/plan.json` when it exists (a resumed run), otherwise one
+//!    `date_histogram` under the PIT → time windows × PIT slices (guarantee 2), persisted.
+//! 3. Skip shards whose markers exist; publish the rest, at most `maxConcurrentShards` in flight.
+//! 4. Track results: retry failed shards up to `retry.maxAttempts`, fail on dead letters and on
+//!    errors that retrying cannot fix, apply `onSnapshotLoss` when the PIT disappears, and keep
+//!    the PIT alive meanwhile.
+//! 5. Verify the exported total equals the snapshot's count (guarantee 4), write
+//!    `_manifest.json`, then `_SUCCESS`, and close the PIT — on every exit path.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use spillway_api::manifest::{MANIFEST_VERSION, Manifest, ManifestSource};
+use spillway_api::plan::PLAN_VERSION;
+use spillway_api::validate::{parse_duration_ms, redact_url, validate_spec};
+use spillway_api::{
+    ExportJob, JobRef, MESSAGE_VERSION, OnSnapshotLoss, Plan, ShardMarker, ShardOutcome,
+    ShardSpec, ShardTask, SnapshotRef, TimeWindow, layout,
+};
+use spillway_queue::ShardQueue;
+use spillway_sink::commit;
+use spillway_sink::encode::DocSchema;
+use spillway_sink::storage::Storage;
+use spillway_source::{Client, Snapshot, SnapshotKind, Target};
+use tokio_util::sync::CancellationToken;
+
+use crate::EngineError;
+use crate::connect::{destination_prefix, open_storage, source_config};
+use crate::progress::Progress;
+use crate::secrets::SecretResolver;
+
+/// Knobs of one coordinator run.
+#[derive(Clone, Debug, Default)]
+pub struct CoordinatorOptions {
+    /// Run id; by default derived from the job's name and spec, so running the same job
+    /// again resumes the same run.
+    pub run_id: Option<String>,
+    /// Count documents when shards complete (workers in other processes) rather than live.
+    pub count_docs_on_completion: bool,
+}
+
+/// The outcome of a successful run.
+#[derive(Clone, Debug)]
+pub struct JobReport {
+    pub job: JobRef,
+    pub run_id: String,
+    /// Where the run's files are (`s3://bucket/prefix/job/run` or a directory).
+    pub run_uri: String,
+    pub manifest_uri: String,
+    pub documents: u64,
+    pub bytes: u64,
+    pub shards: u64,
+    /// Shards already committed by an earlier, interrupted run.
+    pub resumed_shards: u64,
+    /// The run had already succeeded; nothing was read.
+    pub already_complete: bool,
+    pub snapshot_renewals: u32,
+}
+
+/// A stable run id for a job spec: same name and spec → same run → resume.
+pub fn derive_run_id(job: &ExportJob) -> String {
+    let mut h = Sha256::new();
+    h.update(job.metadata.name.as_deref().unwrap_or("").as_bytes());
+    h.update(serde_json::to_vec(&job.spec).unwrap_or_default());
+    hex::encode(&h.finalize()[..6])
+}
+
+pub fn job_ref(job: &ExportJob, run_id: &str) -> JobRef {
+    JobRef {
+        namespace: job.metadata.namespace.clone(),
+        name: job.metadata.name.clone().unwrap_or_default(),
+        uid: job
+            .metadata
+            .uid
+            .clone()
+            .unwrap_or_else(|| format!("local-{run_id}")),
+    }
+}
+
+/// Runs one job to completion through `queue`; workers consume from the same queue.
+pub async fn run_job(
+    job: &ExportJob,
+    queue: Arc<dyn ShardQueue>,
+    secrets: Arc<dyn SecretResolver>,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+    opts: CoordinatorOptions,
+) -> Result<JobReport, EngineError> {
+    let spec = &job.spec;
+    validate_spec(spec)?;
+    let run_id = opts.run_id.clone().unwrap_or_else(|| derive_run_id(job));
+    let jref = job_ref(job, &run_id);
+    let storage = open_storage(&spec.output.destination, secrets.as_ref()).await?;
+    let run_dir = layout::run_dir(destination_prefix(&spec.output.destination), &jref.name, &run_id);
+    let run_uri = join_uri(&storage.describe(), &run_dir);
+    let manifest_uri = format!("{run_uri}/{}", layout::MANIFEST);
+
+    if storage.get(&format!("{run_dir}/{}", layout::SUCCESS)).await?.is_some() {
+        let manifest: Option<Manifest> = storage
+            .get(&format!("{run_dir}/{}", layout::MANIFEST))
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let m = manifest.ok_or_else(|| {
+            EngineError::Internal(format!("{run_uri} has _SUCCESS but no readable _manifest.json"))
+        })?;
+        progress.shards_total.store(m.shards, Relaxed);
+        progress.shards_done.store(m.shards, Relaxed);
+        progress.docs_expected.store(m.expected_documents, Relaxed);
+        progress.docs_exported.store(m.documents, Relaxed);
+        return Ok(JobReport {
+            job: jref,
+            run_id,
+            run_uri,
+            manifest_uri,
+            documents: m.documents,
+            bytes: m.bytes,
+            shards: m.shards,
+            resumed_shards: m.shards,
+            already_complete: true,
+            snapshot_renewals: 0,
+        });
+    }
+
+    let client = Client::connect(source_config(spec, secrets.as_ref()).await?).await?;
+    let snapshot = client
+        .open_snapshot(&spec.source.indices, &spec.source.keep_alive)
+        .await?;
+    let mut run = Run {
+        job,
+        jref,
+        run_id,
+        run_dir,
+        run_uri,
+        manifest_uri,
+        storage,
+        client,
+        snapshot,
+        generation: 0,
+        queue,
+        progress,
+        opts,
+        started_at: Utc::now(),
+    };
+    let outcome = run.drive(&cancel).await;
+    // Only the coordinator closes the PIT, on every exit path.
+    if let Err(e) = run.client.close_snapshot(&run.snapshot).await {
+        tracing::warn!(job = %run.jref, error = %e, "could not close the snapshot; it expires on its own after keepAlive");
+    }
+    if outcome.is_err() {
+        match run.storage.abort_incomplete_uploads(&run.run_dir).await {
+            Ok(n) if n > 0 => tracing::info!(job = %run.jref, aborted = n, "aborted incomplete uploads"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(job = %run.jref, error = %e, "could not list incomplete uploads"),
+        }
+    }
+    outcome
+}
+
+fn join_uri(root: &str, key: &str) -> String {
+    format!("{}/{}", root.trim_end_matches('/'), key.trim_start_matches('/'))
+}
+
+struct Run<'a> {
+    job: &'a ExportJob,
+    jref: JobRef,
+    run_id: String,
+    run_dir: String,
+    run_uri: String,
+    manifest_uri: String,
+    storage: Arc<dyn Storage>,
+    client: Client,
+    snapshot: Snapshot,
+    generation: u32,
+    queue: Arc<dyn ShardQueue>,
+    progress: Arc<Progress>,
+    opts: CoordinatorOptions,
+    started_at: chrono::DateTime<Utc>,
+}
+
+impl Run<'_> {
+    fn window(&self) -> Option<TimeWindow> {
+        self.job.spec.time_range.as_ref().map(|t| TimeWindow {
+            gte_ms: t.gte.timestamp_millis(),
+            lt_ms: t.lt.timestamp_millis(),
+        })
+    }
+
+    fn target(&self) -> Target {
+        match self.snapshot.kind {
+            SnapshotKind::Pit => Target::Snapshot(self.snapshot.clone()),
+            _ => Target::Indices(self.job.spec.source.indices.clone()),
+        }
+    }
+
+    /// The job's query restricted to its time window.
+    fn full_query(&self) -> serde_json::Value {
+        let user = self
+            .job
+            .spec
+            .source
+            .query
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({"match_all": {}}));
+        match (self.window(), &self.job.spec.time_range) {
+            (Some(w), Some(tr)) => serde_json::json!({"bool": {"filter": [
+                user,
+                {"range": {tr.field.clone(): {"gte": w.gte_ms, "lt": w.lt_ms, "format": "epoch_millis"}}}
+            ]}}),
+            _ => user,
+        }
+    }
+
+    async fn make_plan(&self, expected: u64) -> Result<Plan, EngineError> {
+        let spec = &self.job.spec;
+        let shards = match (self.window(), &spec.time_range) {
+            (Some(window), Some(tr)) => {
+                let partition_by = spec.output.partition_by;
+                let interval_ms = spillway_plan::choose_interval(window, partition_by);
+                let user = spec
+                    .source
+                    .query
+                    .clone()
+                    .unwrap_or_else(|| serde_json::json!({"match_all": {}}));
+                let buckets = self
+                    .client
+                    .date_histogram(&self.target(), &user, &tr.field, window, interval_ms)
+                    .await?;
+                let input = spillway_plan::HistogramInput {
+                    window,
+                    interval_ms,
+                    buckets,
+                };
+                spillway_plan::plan_time(&input, &spec.sharding, partition_by)
+            }
+            _ => spillway_plan::plan_slices(expected, &spec.sharding),
+        };
+        if let Some(w) = self.window() {
+            spillway_plan::validate_plan(w, &shards)
+                .map_err(|e| EngineError::Internal(format!("the planner produced an invalid plan: {e}")))?;
+        }
+        Ok(Plan {
+            version: PLAN_VERSION,
+            job: self.jref.clone(),
+            run_id: self.run_id.clone(),
+            created_at: Utc::now(),
+            time_field: spec.time_range.as_ref().map(|t| t.field.clone()),
+            expected_docs: expected,
+            shards,
+        })
+    }
+
+    fn task(&self, shard: &ShardSpec, attempt: u32) -> ShardTask {
+        let info = self.client.info();
+        ShardTask {
+            version: MESSAGE_VERSION,
+            job: self.jref.clone(),
+            run_id: self.run_id.clone(),
+            snapshot: SnapshotRef {
+                pit_id: match self.snapshot.kind {
+                    SnapshotKind::Pit => self.snapshot.id.clone(),
+                    _ => String::new(),
+                },
+                flavor: info.flavor,
+                version: info.version_label(),
+                generation: self.generation,
+            },
+            spec: self.job.spec.clone(),
+            shard: shard.clone(),
+            attempt,
+        }
+    }
+
+    async fn renew_snapshot(&mut self, why: &str) -> Result<(), EngineError> {
+        let spec = &self.job.spec;
+        if spec.on_snapshot_loss == OnSnapshotLoss::Fail {
+            return Err(EngineError::SnapshotLost(format!(
+                "{why}; the job fails because spec.onSnapshotLoss is Fail (set it to Renew to re-open the snapshot and re-run unfinished shards, or raise source.keepAlive)"
+            )));
+        }
+        let _ = self.client.close_snapshot(&self.snapshot).await;
+        self.snapshot = self
+            .client
+            .open_snapshot(&spec.source.indices, &spec.source.keep_alive)
+            .await?;
+        self.generation += 1;
+        tracing::warn!(job = %self.jref, generation = self.generation, "snapshot lost ({why}); opened a new one and re-running unfinished shards");
+        Ok(())
+    }
+
+    async fn drive(&mut self, cancel: &CancellationToken) -> Result<JobReport, EngineError> {
+        let spec = &self.job.spec;
+        let mut expected = self.client.count(&self.target(), &self.full_query()).await?;
+        let plan = match commit::read_plan(self.storage.as_ref(), &self.run_dir).await? {
+            Some(p) => p,
+            None => {
+                let p = self.make_plan(expected).await?;
+                commit::write_plan(self.storage.as_ref(), &self.run_dir, &p).await?;
+                p
+            }
+        };
+        let plan_ids: HashSet<&str> = plan.shards.iter().map(|s| s.id.as_str()).collect();
+        let mut done: HashMap<String, ShardMarker> = commit::read_markers(self.storage.as_ref(), &self.run_dir)
+            .await?
+            .into_iter()
+            .filter(|m| plan_ids.contains(m.shard_id.as_str()))
+            .map(|m| (m.shard_id.clone(), m))
+            .collect();
+        let resumed = done.len() as u64;
+        let p = &self.progress;
+        p.shards_total.store(plan.shards.len() as u64, Relaxed);
+        p.shards_done.store(resumed, Relaxed);
+        p.shards_skipped.store(resumed, Relaxed);
+        p.docs_expected.store(expected, Relaxed);
+        p.docs_exported
+            .store(done.values().map(|m| m.docs).sum(), Relaxed);
+
+        let max_in_flight = spec.parallelism.max_concurrent_shards.max(1) as usize;
+        let max_attempts = spec.retry.max_attempts.max(1);
+        let by_id: HashMap<String, ShardSpec> =
+            plan.shards.iter().map(|s| (s.id.clone(), s.clone())).collect();
+        let mut pending: VecDeque<(String, u32)> = plan
+            .shards
+            .iter()
+            .filter(|s| !done.contains_key(&s.id))
+            .map(|s| (s.id.clone(), 1))
+            .collect();
+        let mut in_flight: HashMap<String, u32> = HashMap::new();
+        let mut results = self.queue.consume_results().await?;
+        let mut dead = self.queue.consume_dead_tasks().await?;
+        let keep_alive_ms = parse_duration_ms(&spec.source.keep_alive).unwrap_or(600_000);
+        let mut keep_alive = tokio::time::interval(Duration::from_millis((keep_alive_ms / 3).clamp(1_000, 300_000)));
+        keep_alive.tick().await;
+
+        loop {
+            while in_flight.len() < max_in_flight {
+                let Some((id, attempt)) = pending.pop_front() else { break };
+                self.queue.publish_task(&self.task(&by_id[&id], attempt)).await?;
+                in_flight.insert(id, attempt);
+            }
+            if pending.is_empty() && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(EngineError::Cancelled),
+                _ = keep_alive.tick(), if self.snapshot.kind == SnapshotKind::Pit => {
+                    if let Err(e) = self.client.keep_alive(&self.snapshot).await {
+                        if e.is_snapshot_lost() {
+                            self.renew_snapshot(&format!("keep-alive found the snapshot gone: {e}")).await?;
+                            expected = self.client.count(&self.target(), &self.full_query()).await?;
+                            self.progress.docs_expected.store(expected, Relaxed);
+                            for (id, attempt) in in_flight.drain() {
+                                pending.push_front((id, attempt));
+                            }
+                        } else {
+                            tracing::warn!(job = %self.jref, error = %e, "snapshot keep-alive failed; will try again");
+                        }
+                    }
+                }
+                d = dead.next() => {
+                    let Some(d) = d else { return Err(EngineError::Internal("the dead-letter queue closed".into())) };
+                    let d = d?;
+                    let ours = d.message.run_id == self.run_id && d.message.job.uid == self.jref.uid;
+                    let shard = d.message.shard.id.clone();
+                    d.ack().await?;
+                    if ours && in_flight.contains_key(&shard) {
+                        return Err(EngineError::DeadLettered { shard });
+                    }
+                }
+                r = results.next() => {
+                    let Some(r) = r else { return Err(EngineError::Internal("the result queue closed".into())) };
+                    let d = r?;
+                    let res = d.message.clone();
+                    d.ack().await?;
+                    if res.run_id != self.run_id || res.job.uid != self.jref.uid {
+                        continue; // another job's result
+                    }
+                    if res.snapshot_generation != self.generation || in_flight.get(&res.shard_id) != Some(&res.attempt) {
+                        continue; // stale: an older snapshot or a superseded attempt
+                    }
+                    in_flight.remove(&res.shard_id);
+                    match res.outcome {
+                        ShardOutcome::Completed { marker } => {
+                            self.progress.shards_done.fetch_add(1, Relaxed);
+                            if self.opts.count_docs_on_completion {
+                                self.progress.add_docs(marker.docs);
+                                self.progress.add_bytes(marker.bytes);
+                            }
+                            done.insert(marker.shard_id.clone(), marker);
+                        }
+                        ShardOutcome::Failed { error, snapshot_lost: true, .. } => {
+                            self.renew_snapshot(&error).await?;
+                            expected = self.client.count(&self.target(), &self.full_query()).await?;
+                            self.progress.docs_expected.store(expected, Relaxed);
+                            pending.push_front((res.shard_id, res.attempt));
+                            for (id, attempt) in in_flight.drain() {
+                                pending.push_front((id, attempt));
+                            }
+                        }
+                        ShardOutcome::Failed { error, retryable, .. } => {
+                            if retryable && res.attempt < max_attempts {
+                                self.progress.retries.fetch_add(1, Relaxed);
+                                tracing::info!(job = %self.jref, shard = %res.shard_id, attempt = res.attempt, %error, "retrying shard");
+                                pending.push_back((res.shard_id, res.attempt + 1));
+                            } else {
+                                return Err(EngineError::ShardFailed {
+                                    shard: res.shard_id,
+                                    attempts: res.attempt,
+                                    error,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        // Guarantee 4: the files hold exactly what the snapshot holds.
+        let exported: u64 = done.values().map(|m| m.docs).sum();
+        if exported != expected {
+            return Err(EngineError::CountMismatch { expected, got: exported });
+        }
+        let mut files = Vec::new();
+        let mut bytes = 0;
+        for s in &plan.shards {
+            let m = &done[&s.id];
+            bytes += m.bytes;
+            files.extend(m.files.iter().cloned());
+        }
+        let mapping = self.client.mapping(&spec.source.indices).await?;
+        let schema = DocSchema::from_mapping(&mapping);
+        let info = self.client.info();
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            job: self.jref.clone(),
+            run_id: self.run_id.clone(),
+            format: spec.output.format,
+            compression: spec.output.compression,
+            source: ManifestSource {
+                url: redact_url(&spec.source.url),
+                indices: spec.source.indices.clone(),
+                flavor: info.flavor,
+                version: info.version_label(),
+            },
+            started_at: self.started_at,
+            completed_at: Utc::now(),
+            shards: plan.shards.len() as u64,
+            expected_documents: expected,
+            documents: exported,
+            bytes,
+            files,
+            schema: schema.manifest_columns(spec.output.format, spec.output.include_metadata),
+        };
+        commit::write_manifest(self.storage.as_ref(), &self.run_dir, &manifest).await?;
+        commit::write_success(self.storage.as_ref(), &self.run_dir).await?;
+        Ok(JobReport {
+            job: self.jref.clone(),
+            run_id: self.run_id.clone(),
+            run_uri: self.run_uri.clone(),
+            manifest_uri: self.manifest_uri.clone(),
+            documents: exported,
+            bytes,
+            shards: plan.shards.len() as u64,
+            resumed_shards: resumed,
+            already_complete: false,
+            snapshot_renewals: self.generation,
+        })
+    }
+}

@@ -1,0 +1,230 @@
+//! The shard executor: one `ShardTask` in, one committed file and marker out.
+//!
+//! fetch (PIT + search_after pages) → encode (page by page) → upload (fixed-size parts) →
+//! verify (exported == the shard's `hits.total`) → commit (complete upload, then marker).
+//! Memory is bounded by one page plus the encoder's row group plus one upload part. A failure
+//! at any step aborts the upload, so nothing half-written is ever visible under a final key.
+//! A re-delivered shard whose marker already exists returns that marker without re-reading.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use spillway_api::{
+    DocRef, OutputFile, ShardMarker, ShardOutcome, ShardResult, ShardTask, MESSAGE_VERSION, layout,
+};
+use spillway_sink::commit;
+use spillway_sink::encode::{DocSchema, encoder_for};
+use spillway_sink::storage::Storage;
+use spillway_source::{Client, ShardRequest, Snapshot, SnapshotKind, Target};
+use tokio_util::sync::CancellationToken;
+
+use crate::connect::{destination_prefix, open_storage, source_config};
+use crate::progress::Progress;
+use crate::secrets::SecretResolver;
+use crate::EngineError;
+
+/// What a worker keeps per job: the client, the storage and the output schema.
+#[derive(Clone)]
+struct JobResources {
+    client: Client,
+    storage: Arc<dyn Storage>,
+    schema: Arc<DocSchema>,
+}
+
+/// Executes shard tasks; one per worker process, shared by its concurrent slots.
+pub struct Executor {
+    secrets: Arc<dyn SecretResolver>,
+    progress: Option<Arc<Progress>>,
+    jobs: Mutex<HashMap<String, JobResources>>,
+}
+
+impl Executor {
+    pub fn new(secrets: Arc<dyn SecretResolver>, progress: Option<Arc<Progress>>) -> Self {
+        Executor {
+            secrets,
+            progress,
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs a task to a result message (never panics on task errors).
+    pub async fn execute(&self, task: &ShardTask, cancel: &CancellationToken) -> ShardResult {
+        let outcome = match self.try_execute(task, cancel).await {
+            Ok(marker) => ShardOutcome::Completed { marker },
+            Err(e) => {
+                tracing::warn!(job = %task.job, shard = %task.shard.id, attempt = task.attempt, error = %e, "shard failed");
+                ShardOutcome::Failed {
+                    error: format!("shard {}: {e}", task.shard.id),
+                    retryable: e.is_retryable(),
+                    snapshot_lost: e.is_snapshot_lost(),
+                }
+            }
+        };
+        ShardResult {
+            version: MESSAGE_VERSION,
+            job: task.job.clone(),
+            run_id: task.run_id.clone(),
+            shard_id: task.shard.id.clone(),
+            attempt: task.attempt,
+            snapshot_generation: task.snapshot.generation,
+            outcome,
+        }
+    }
+
+    async fn resources(&self, task: &ShardTask) -> Result<JobResources, EngineError> {
+        let key = format!("{}/{}", task.job.uid, task.run_id);
+        if let Some(r) = self.jobs.lock().get(&key) {
+            return Ok(r.clone());
+        }
+        let client = Client::connect(source_config(&task.spec, self.secrets.as_ref()).await?).await?;
+        let storage = open_storage(&task.spec.output.destination, self.secrets.as_ref()).await?;
+        let mapping = client.mapping(&task.spec.source.indices).await?;
+        let schema = Arc::new(DocSchema::from_mapping(&mapping));
+        let res = JobResources { client, storage, schema };
+        let mut jobs = self.jobs.lock();
+        if jobs.len() >= 32 {
+            jobs.clear();
+        }
+        jobs.insert(key, res.clone());
+        Ok(res)
+    }
+
+    async fn try_execute(
+        &self,
+        task: &ShardTask,
+        cancel: &CancellationToken,
+    ) -> Result<ShardMarker, EngineError> {
+        let res = self.resources(task).await?;
+        let spec = &task.spec;
+        let run_dir = layout::run_dir(
+            destination_prefix(&spec.output.destination),
+            &task.job.name,
+            &task.run_id,
+        );
+        let marker_key = format!("{run_dir}/{}", layout::marker(&task.shard.id));
+        if let Some(existing) = res.storage.get(&marker_key).await? {
+            if let Ok(m) = serde_json::from_slice::<ShardMarker>(&existing) {
+                return Ok(m);
+            }
+        }
+        let rel_key = layout::data_file(&task.shard, spec.output.format, spec.output.compression);
+        let key = format!("{run_dir}/{rel_key}");
+        let mut encoder = encoder_for(&spec.output, &res.schema)?;
+        let target = if task.snapshot.pit_id.is_empty() {
+            Target::Indices(spec.source.indices.clone())
+        } else {
+            Target::Snapshot(Snapshot {
+                id: task.snapshot.pit_id.clone(),
+                keep_alive: spec.source.keep_alive.clone(),
+                kind: SnapshotKind::Pit,
+            })
+        };
+        let fields = spec.source.fields.clone().unwrap_or_default();
+        let mut reader = res.client.read_shard(ShardRequest {
+            target,
+            query: spec
+                .source
+                .query
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({"match_all": {}})),
+            time_field: spec.time_range.as_ref().map(|t| t.field.clone()),
+            window: task.shard.window,
+            slice: task.shard.slice,
+            page_size: spec.sharding.page_size,
+            source_includes: fields.includes,
+            source_excludes: fields.excludes,
+            tiebreaker_field: spec.source.tiebreaker_field.clone(),
+        });
+
+        let mut upload = res.storage.begin_upload(&key).await?;
+        let mut hasher = Sha256::new();
+        let mut bytes: u64 = 0;
+        let mut counted: u64 = 0;
+        let streamed: Result<(), EngineError> = async {
+            while let Some(page) = reader.next_page().await? {
+                if cancel.is_cancelled() {
+                    return Err(EngineError::Cancelled);
+                }
+                let docs: Vec<DocRef<'_>> = page.docs().collect();
+                encoder.write_page(&docs)?;
+                let out = encoder.take_output();
+                if !out.is_empty() {
+                    hasher.update(&out);
+                    bytes += out.len() as u64;
+                    upload.write(Bytes::from(out)).await?;
+                }
+                counted += docs.len() as u64;
+                if let Some(p) = &self.progress {
+                    p.add_docs(docs.len() as u64);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let finished = match streamed {
+            Ok(()) => encoder.finish().map_err(EngineError::from),
+            Err(e) => Err(e),
+        };
+        let rest = match finished {
+            Ok(rest) => rest,
+            Err(e) => {
+                self.undo_progress(counted);
+                let _ = upload.abort().await;
+                return Err(e);
+            }
+        };
+        let expected = reader.expected().unwrap_or(counted);
+        let exported = reader.exported();
+        if exported != expected {
+            self.undo_progress(counted);
+            let _ = upload.abort().await;
+            return Err(EngineError::Incomplete {
+                shard: task.shard.id.clone(),
+                expected,
+                got: exported,
+            });
+        }
+        hasher.update(&rest);
+        bytes += rest.len() as u64;
+        if !rest.is_empty() {
+            if let Err(e) = upload.write(Bytes::from(rest)).await {
+                self.undo_progress(counted);
+                let _ = upload.abort().await;
+                return Err(e.into());
+            }
+        }
+        if let Err(e) = upload.complete().await {
+            self.undo_progress(counted);
+            return Err(e.into());
+        }
+        let marker = ShardMarker {
+            shard_id: task.shard.id.clone(),
+            docs: exported,
+            expected_docs: expected,
+            bytes,
+            files: vec![OutputFile {
+                key: rel_key,
+                rows: exported,
+                bytes,
+                sha256: hex::encode(hasher.finalize()),
+            }],
+            attempt: task.attempt,
+            completed_at: Utc::now(),
+        };
+        commit::write_marker(res.storage.as_ref(), &run_dir, &marker).await?;
+        if let Some(p) = &self.progress {
+            p.add_bytes(bytes);
+        }
+        Ok(marker)
+    }
+
+    fn undo_progress(&self, docs: u64) {
+        if let Some(p) = &self.progress {
+            p.sub_docs(docs);
+        }
+    }
+}

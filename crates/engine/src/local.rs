@@ -1,0 +1,61 @@
+//! `spillway run`: the coordinator and a pool of workers in one process, joined by the
+//! in-memory queue. The same engine the distributed mode uses, minus the broker.
+
+use std::sync::Arc;
+
+use spillway_api::ExportJob;
+use spillway_queue::ShardQueue;
+use spillway_queue::memory::MemoryQueue;
+use tokio_util::sync::CancellationToken;
+
+use crate::coordinator::{CoordinatorOptions, JobReport, run_job};
+use crate::executor::Executor;
+use crate::progress::Progress;
+use crate::secrets::SecretResolver;
+use crate::worker::run_worker;
+use crate::EngineError;
+
+#[derive(Clone)]
+pub struct LocalOptions {
+    /// Shards exported at once.
+    pub workers: u16,
+    pub secrets: Arc<dyn SecretResolver>,
+    pub progress: Arc<Progress>,
+    pub cancel: CancellationToken,
+    /// Overrides the run id derived from the job.
+    pub run_id: Option<String>,
+}
+
+pub async fn run_local(job: &ExportJob, opts: LocalOptions) -> Result<JobReport, EngineError> {
+    let max_deliveries = job.spec.retry.max_attempts.saturating_add(1);
+    let memq = MemoryQueue::new(max_deliveries);
+    let queue: Arc<dyn ShardQueue> = Arc::new(memq.clone());
+    let executor = Arc::new(Executor::new(opts.secrets.clone(), Some(opts.progress.clone())));
+    let workers_cancel = opts.cancel.child_token();
+    let worker = tokio::spawn(run_worker(
+        queue.clone(),
+        executor,
+        opts.workers.max(1),
+        workers_cancel.clone(),
+    ));
+    let report = run_job(
+        job,
+        queue,
+        opts.secrets.clone(),
+        opts.progress.clone(),
+        opts.cancel.clone(),
+        CoordinatorOptions {
+            run_id: opts.run_id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    workers_cancel.cancel();
+    memq.close();
+    match worker.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "worker pool ended with an error"),
+        Err(e) => tracing::error!(error = %e, "worker pool panicked"),
+    }
+    report
+}

@@ -1,0 +1,89 @@
+//! Command-line interface: argument parsing and dispatch to the roles.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Export very large OpenSearch/Elasticsearch data sets to Parquet, NDJSON or CSV files on
+/// S3-compatible storage or a shared volume.
+#[derive(Parser, Debug)]
+#[command(name = "spillway", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `spillway_engine=debug`.
+    #[arg(long, env = "SPILLWAY_LOG", global = true, default_value = "warn")]
+    pub log: String,
+    /// Log as JSON lines (for log collectors).
+    #[arg(long, env = "SPILLWAY_LOG_JSON", global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run an ExportJob manifest on this machine, start to finish.
+    Run(RunArgs),
+    /// Check an ExportJob manifest without running it.
+    Validate {
+        /// ExportJob YAML file.
+        job: PathBuf,
+    },
+    /// Print the ExportJob CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// ExportJob YAML file (the same manifest you would `kubectl apply`).
+    pub job: PathBuf,
+    /// Shards exported at once.
+    #[arg(long, short = 'w', env = "SPILLWAY_WORKERS", default_value_t = 4)]
+    pub workers: u16,
+    /// Directory of Secrets laid out as `<dir>/<secret name>/<key>` (as Kubernetes mounts
+    /// them). Secrets are also read from `SPILLWAY_SECRET_<NAME>_<KEY>` variables.
+    #[arg(long, env = "SPILLWAY_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Use this run id instead of the one derived from the job (a new id starts over).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// No progress bar; print a progress line every 10 seconds instead.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+pub fn init_tracing(cli: &Cli) {
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => crate::run::run(args).await,
+        Command::Validate { job } => {
+            let text = std::fs::read_to_string(&job)
+                .with_context(|| format!("cannot read {}", job.display()))?;
+            let parsed = spillway_api::load_job_yaml(&text)
+                .with_context(|| format!("{} is not a valid ExportJob", job.display()))?;
+            println!(
+                "{}: ExportJob {} is valid",
+                job.display(),
+                parsed.metadata.name.unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crd => {
+            print!("{}", spillway_api::crd::crd_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs spillway's whole test suite on a fresh machine: installs what the tests need (Python
+# clients, elasticdump, SeaweedFS), starts the services on 127.0.0.1, checks formatting and
+# lints, then runs every test with cargo-nextest. The last line is nextest's summary.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+log() { printf '==> %s\n' "$*" >&2; }
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export SPILLWAY_SHARED_DIR=${SPILLWAY_SHARED_DIR:-$(cd "$root/.." && pwd)/shared}
+if [ ! -d "$SPILLWAY_SHARED_DIR/conformance" ]; then
+  echo "error: the upstream conformance suite is missing at $SPILLWAY_SHARED_DIR/conformance (set SPILLWAY_SHARED_DIR)" >&2
+  exit 1
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+log "installing test dependencies"
+scripts/deps/python.sh
+scripts/deps/node.sh
+
+log "starting SeaweedFS (S3) on 127.0.0.1"
+scripts/services/seaweedfs.sh start
+trap 'scripts/services/seaweedfs.sh stop >/dev/null 2>&1 || true' EXIT
+eval "$(scripts/services/seaweedfs.sh env)"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "doc tests"
+cargo test --workspace --doc --locked -q
+log "tests"
+cargo nextest run --workspace --locked --profile ci
