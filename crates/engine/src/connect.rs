@@ -60,7 +60,7 @@ pub async fn aws_credentials(
             secret_access_key: secrets.get(name, "secretAccessKey").await?,
             session_token: secrets.get_optional(name, "sessionToken").await?,
         }),
-        None => Credentials::from_env().ok_or_else(|| {
+        None => Credentials::from_env().map_err(|_| {
             EngineError::Secret(
                 "no AWS credentials: reference a Secret with accessKeyId/secretAccessKey, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
                     .into(),

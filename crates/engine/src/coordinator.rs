@@ -434,7 +434,7 @@ impl Run<'_> {
             files.extend(m.files.iter().cloned());
         }
         let mapping = self.client.mapping(&spec.source.indices).await?;
-        let schema = DocSchema::from_mapping(&mapping);
+        let schema = DocSchema::from_mapping(&serde_json::json!({ "properties": mapping }))?;
         let info = self.client.info();
         let manifest = Manifest {
             version: MANIFEST_VERSION,
@@ -455,7 +455,11 @@ impl Run<'_> {
             documents: exported,
             bytes,
             files,
-            schema: schema.manifest_columns(spec.output.format, spec.output.include_metadata),
+            schema: if spec.output.format == spillway_api::Format::Ndjson {
+                Vec::new()
+            } else {
+                schema.manifest_columns()
+            },
         };
         commit::write_manifest(self.storage.as_ref(), &self.run_dir, &manifest).await?;
         commit::write_success(self.storage.as_ref(), &self.run_dir).await?;

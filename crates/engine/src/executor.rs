@@ -83,7 +83,7 @@ impl Executor {
         let client = Client::connect(source_config(&task.spec, self.secrets.as_ref()).await?).await?;
         let storage = open_storage(&task.spec.output.destination, self.secrets.as_ref()).await?;
         let mapping = client.mapping(&task.spec.source.indices).await?;
-        let schema = Arc::new(DocSchema::from_mapping(&mapping));
+        let schema = Arc::new(DocSchema::from_mapping(&serde_json::json!({ "properties": mapping }))?);
         let res = JobResources { client, storage, schema };
         let mut jobs = self.jobs.lock();
         if jobs.len() >= 32 {
@@ -121,6 +121,7 @@ impl Executor {
                 id: task.snapshot.pit_id.clone(),
                 keep_alive: spec.source.keep_alive.clone(),
                 kind: SnapshotKind::Pit,
+                indices: spec.source.indices.clone(),
             })
         };
         let fields = spec.source.fields.clone().unwrap_or_default();

@@ -33,6 +33,8 @@ pub enum Command {
     },
     /// Print the ExportJob CustomResourceDefinition as YAML.
     Crd,
+    /// Export generated data from an embedded test cluster to local Parquet files.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +83,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Demo(args) => crate::demo::demo(args).await,
         Command::Crd => {
             print!("{}", spillway_api::crd::crd_yaml());
             Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cli;
+mod demo;
 mod run;
 
 fn main() -> ExitCode {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use spillway_engine::{LocalOptions, LocalSecrets, Progress, run_local};
+use spillway_api::ExportJob;
+use spillway_engine::{JobReport, LocalOptions, LocalSecrets, Progress, SecretResolver, run_local};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
@@ -18,6 +19,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read {}", args.job.display()))?;
     let job = spillway_api::load_job_yaml(&text)
         .with_context(|| format!("{} is not a valid ExportJob", args.job.display()))?;
+    let secrets = Arc::new(LocalSecrets { dir: args.secrets_dir.clone() });
+    let (report, elapsed) =
+        execute(&job, args.workers, secrets, args.run_id.clone(), !args.no_progress).await?;
+    print_report(&report, elapsed);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a job in this process with a progress display and Ctrl-C handling.
+pub async fn execute(
+    job: &ExportJob,
+    workers: u16,
+    secrets: Arc<dyn SecretResolver>,
+    run_id: Option<String>,
+    progress_bar: bool,
+) -> anyhow::Result<(JobReport, Duration)> {
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();
     {
@@ -31,21 +47,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let reporter = tokio::spawn(report_progress(
         progress.clone(),
-        !args.no_progress && std::io::stderr().is_terminal(),
+        progress_bar && std::io::stderr().is_terminal(),
     ));
     let opts = LocalOptions {
-        workers: args.workers,
-        secrets: Arc::new(LocalSecrets { dir: args.secrets_dir.clone() }),
-        progress: progress.clone(),
+        workers,
+        secrets,
+        progress,
         cancel,
-        run_id: args.run_id.clone(),
+        run_id,
     };
     let started = Instant::now();
-    let result = run_local(&job, opts).await;
+    let result = run_local(job, opts).await;
     reporter.abort();
     let _ = reporter.await;
-    let report = result?;
-    let secs = started.elapsed().as_secs_f64().max(0.001);
+    Ok((result?, started.elapsed()))
+}
+
+pub fn print_report(report: &JobReport, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64().max(0.001);
     if report.already_complete {
         println!(
             "already complete: {} documents in {} shards at {}",
@@ -68,7 +87,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     println!("output:   {}", report.run_uri);
     println!("manifest: {}", report.manifest_uri);
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn report_progress(progress: Arc<Progress>, tty: bool) {
