@@ -38,3 +38,29 @@ fn every_example_is_a_valid_job() {
     }
     assert!(n >= 5, "expected at least 5 example jobs, found {n}");
 }
+
+fn leaf_paths(node: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    match node.get("properties").and_then(|p| p.as_object()) {
+        Some(props) => {
+            for (k, v) in props {
+                leaf_paths(v, &format!("{path}.{k}"), out);
+            }
+        }
+        None => out.push(path.to_string()),
+    }
+}
+
+#[test]
+fn readme_documents_every_spec_field() {
+    let crd = serde_json::to_value(spillway_api::crd::crd()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let mut paths = Vec::new();
+    leaf_paths(spec, "spec", &mut paths);
+    assert!(paths.len() > 30, "suspiciously few fields: {paths:?}");
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let missing: Vec<_> = paths
+        .iter()
+        .filter(|p| !readme.contains(&format!("`{p}`")))
+        .collect();
+    assert!(missing.is_empty(), "README.md does not document: {missing:?}");
+}
