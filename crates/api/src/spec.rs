@@ -5,6 +5,9 @@
 //! refuses unknown fields so a typo fails loudly instead of being silently ignored; the CRD
 //! generator (see [`crate::crd`]) turns that into API-server pruning plus strict validation.
 
+// `printcolumn(...)` repeats `type_ = ...` by design; clippy reads that as a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use chrono::{DateTime, Utc};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

@@ -53,7 +53,11 @@ impl Executor {
 
     /// Runs a task to a result message (never panics on task errors).
     pub async fn execute(&self, task: &ShardTask, cancel: &CancellationToken) -> ShardResult {
-        let outcome = match self.try_execute(task, cancel).await {
+        let result = self.try_execute(task, cancel).await;
+        if let (Some(p), Some(res)) = (&self.progress, self.jobs.lock().get(&Self::job_key(task))) {
+            p.record_client(&Self::job_key(task), res.client.stats().snapshot());
+        }
+        let outcome = match result {
             Ok(marker) => ShardOutcome::Completed { marker },
             Err(e) => {
                 tracing::warn!(job = %task.job, shard = %task.shard.id, attempt = task.attempt, error = %e, "shard failed");
@@ -75,8 +79,12 @@ impl Executor {
         }
     }
 
+    fn job_key(task: &ShardTask) -> String {
+        format!("{}/{}", task.job.uid, task.run_id)
+    }
+
     async fn resources(&self, task: &ShardTask) -> Result<JobResources, EngineError> {
-        let key = format!("{}/{}", task.job.uid, task.run_id);
+        let key = Self::job_key(task);
         if let Some(r) = self.jobs.lock().get(&key) {
             return Ok(r.clone());
         }
@@ -106,10 +114,10 @@ impl Executor {
             &task.run_id,
         );
         let marker_key = format!("{run_dir}/{}", layout::marker(&task.shard.id));
-        if let Some(existing) = res.storage.get(&marker_key).await? {
-            if let Ok(m) = serde_json::from_slice::<ShardMarker>(&existing) {
-                return Ok(m);
-            }
+        if let Some(existing) = res.storage.get(&marker_key).await?
+            && let Ok(m) = serde_json::from_slice::<ShardMarker>(&existing)
+        {
+            return Ok(m);
         }
         let rel_key = layout::data_file(&task.shard, spec.output.format, spec.output.compression);
         let key = format!("{run_dir}/{rel_key}");
@@ -191,12 +199,12 @@ impl Executor {
         }
         hasher.update(&rest);
         bytes += rest.len() as u64;
-        if !rest.is_empty() {
-            if let Err(e) = upload.write(Bytes::from(rest)).await {
-                self.undo_progress(counted);
-                let _ = upload.abort().await;
-                return Err(e.into());
-            }
+        if !rest.is_empty()
+            && let Err(e) = upload.write(Bytes::from(rest)).await
+        {
+            self.undo_progress(counted);
+            let _ = upload.abort().await;
+            return Err(e.into());
         }
         if let Err(e) = upload.complete().await {
             self.undo_progress(counted);

@@ -1,0 +1,245 @@
+//! The `spillway` binary as users run it: a job killed mid-way resumes from its finished
+//! shards, and bad input fails with one clear line, a non-zero exit and no `_SUCCESS`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use searchsim::datagen::DataSpec;
+use searchsim::{Config, Faults};
+use spillway_e2e::*;
+
+fn write_job(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn job_text(name: &str, url: &str, indices: &str, range: &str, out: &Path, extra: &str) -> String {
+    format!(
+        "apiVersion: spillway.dev/v1alpha1\nkind: ExportJob\nmetadata:\n  name: {name}\nspec:\n  source:\n    url: {url}\n    indices: [{indices}]\n{extra}  timeRange:\n    field: \"@timestamp\"\n{range}  sharding:\n    targetDocsPerShard: 2000\n  retry:\n    maxAttempts: 2\n  output:\n    format: ndjson\n    compression: none\n    includeMetadata: true\n    destination:\n      volume:\n        path: {}\n",
+        out.display()
+    )
+}
+
+const MARCH: &str = "    gte: 2024-03-01T00:00:00Z\n    lt: 2024-03-04T00:00:00Z\n";
+
+fn files_named(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_named(&p, name));
+            } else if p.file_name().and_then(|n| n.to_str()) == Some(name) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn markers(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()) == Some("shards") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+fn spec() -> DataSpec {
+    DataSpec {
+        docs: 40_000,
+        days: 3,
+        shards: 3,
+        seed: 99,
+        large_every: 0,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_killed_run_resumes_from_finished_shards() {
+    let spec = spec();
+    let (sim, _) = sim_with(Config::opensearch_3(), &spec).await;
+    // Slow the cluster down so the first run is still busy when it is killed.
+    sim.cluster()
+        .set_faults(Faults { latency_ms: 40, ..Default::default() })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let job = write_job(
+        dir.path(),
+        "resume",
+        &job_text("resume", &sim.url(), "\"logs-*\"", MARCH, &out, ""),
+    );
+    let mut child = Command::new(bin("spillway"))
+        .args(["run", "--workers", "2", "--no-progress"])
+        .arg(&job)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spillway starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while markers(&out) < 3 {
+        assert!(Instant::now() < deadline, "no shard finished within 2 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "the first run ended before it was killed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let finished = markers(&out);
+    assert!(files_named(&out, "_SUCCESS").is_empty(), "a killed run has no _SUCCESS");
+
+    sim.cluster().set_faults(Faults::default()).unwrap();
+    let second = Command::new(bin("spillway"))
+        .args(["run", "--workers", "4", "--no-progress"])
+        .arg(&job)
+        .output()
+        .expect("spillway runs");
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "resumed run failed: {stdout}{}", String::from_utf8_lossy(&second.stderr));
+    let reused: usize = stdout
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" shards reused from an earlier run").and_then(|n| n.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("the second run reports reused shards: {stdout}"));
+    assert!(reused >= finished.min(3), "reused {reused} of {finished} finished shards");
+
+    // Exactly the source, no duplicates from the killed attempt.
+    let mut ids = Vec::new();
+    let mut stack = vec![out.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().and_then(|e| e.to_str()) == Some("ndjson") {
+                let name = p.file_name().unwrap().to_str().unwrap();
+                assert!(name.starts_with("part-"), "only committed files remain: {name}");
+                let body = std::fs::read(&p).unwrap();
+                for line in ndjson_rows(name, &body) {
+                    ids.push(line["_id"].as_str().unwrap().to_string());
+                }
+            }
+        }
+    }
+    let mut want: Vec<String> = searchsim::datagen::docs(&spec).map(|d| d.id).collect();
+    want.sort();
+    ids.sort();
+    assert_eq!(ids.len(), want.len(), "document count after resume");
+    assert!(ids == want, "resumed output differs from the source");
+    // A third run finds the job complete and reads nothing.
+    let third = Command::new(bin("spillway")).args(["run", "--no-progress"]).arg(&job).output().unwrap();
+    assert!(third.status.success());
+    assert!(String::from_utf8_lossy(&third.stdout).contains("already complete"));
+    sim.shutdown().await;
+}
+
+/// Runs the binary on a job and returns its last stderr line; asserts failure and no _SUCCESS.
+fn fails(job: &Path, out: &Path, secrets: Option<&Path>) -> String {
+    let mut cmd = Command::new(bin("spillway"));
+    cmd.args(["run", "--no-progress"]).arg(job);
+    if let Some(s) = secrets {
+        cmd.arg("--secrets-dir").arg(s);
+    }
+    let o = cmd.output().expect("spillway runs");
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "{} should fail; stderr: {stderr}", job.display());
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error line: {stderr}");
+    assert!(files_named(out, "_SUCCESS").is_empty(), "no _SUCCESS for {}", job.display());
+    errors[0].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_with_one_clear_line() {
+    init();
+    let spec = DataSpec { docs: 2_000, ..spec() };
+    let auth = searchsim::Auth {
+        users: vec![searchsim::User::new("reader", "correct-horse")],
+        ..Default::default()
+    };
+    let (sim, _) = sim_with(Config::opensearch_3().with_auth(auth), &spec).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(secrets.join("good")).unwrap();
+    std::fs::write(secrets.join("good/username"), "reader").unwrap();
+    std::fs::write(secrets.join("good/password"), "correct-horse").unwrap();
+    std::fs::create_dir_all(secrets.join("bad")).unwrap();
+    std::fs::write(secrets.join("bad/username"), "reader").unwrap();
+    std::fs::write(secrets.join("bad/password"), "wrong-password-1234").unwrap();
+    let good_auth = "    auth:\n      basic:\n        secretRef: {name: good}\n";
+    let url = sim.url();
+
+    // Unknown field.
+    let text = job_text("typo", &url, "\"logs-*\"", MARCH, &out, good_auth)
+        .replace("    compression: none\n", "    compression: none\n    colour: blue\n");
+    let line = fails(&write_job(dir.path(), "typo", &text), &out, Some(&secrets));
+    assert!(line.contains("unknown field `colour`"), "{line}");
+
+    // gte >= lt.
+    let reversed = "    gte: 2024-03-04T00:00:00Z\n    lt: 2024-03-01T00:00:00Z\n";
+    let line = fails(
+        &write_job(dir.path(), "reversed", &job_text("reversed", &url, "\"logs-*\"", reversed, &out, good_auth)),
+        &out,
+        Some(&secrets),
+    );
+    assert!(line.contains("timeRange.gte") && line.contains("before"), "{line}");
+
+    // Unreachable cluster: a port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let line = fails(
+        &write_job(dir.path(), "unreachable", &job_text("unreachable", &format!("http://127.0.0.1:{port}"), "\"logs-*\"", MARCH, &out, "")),
+        &out,
+        None,
+    );
+    assert!(line.contains("cannot reach"), "{line}");
+
+    // Missing index.
+    let line = fails(
+        &write_job(dir.path(), "missing", &job_text("missing", &url, "\"no-such-index\"", MARCH, &out, good_auth)),
+        &out,
+        Some(&secrets),
+    );
+    assert!(line.contains("no-such-index"), "{line}");
+
+    // Wrong credentials; the password must not be echoed.
+    let bad_auth = "    auth:\n      basic:\n        secretRef: {name: bad}\n";
+    let line = fails(
+        &write_job(dir.path(), "badcreds", &job_text("badcreds", &url, "\"logs-*\"", MARCH, &out, bad_auth)),
+        &out,
+        Some(&secrets),
+    );
+    assert!(line.contains("authentication failed"), "{line}");
+    assert!(!line.contains("wrong-password-1234"), "the password leaked: {line}");
+
+    // Unwritable destination: its parent is a regular file.
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "x").unwrap();
+    let line = fails(
+        &write_job(dir.path(), "unwritable", &job_text("unwritable", &url, "\"logs-*\"", MARCH, &blocker.join("out"), good_auth)),
+        &out,
+        Some(&secrets),
+    );
+    assert!(line.contains("not-a-directory"), "the error names the destination: {line}");
+
+    // And the same job with good credentials works, so the failures above were the input's.
+    let ok = Command::new(bin("spillway"))
+        .args(["run", "--no-progress", "--secrets-dir"])
+        .arg(&secrets)
+        .arg(write_job(dir.path(), "good", &job_text("good", &url, "\"logs-*\"", MARCH, &out, good_auth)))
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(files_named(&out, "_SUCCESS").len(), 1);
+    sim.shutdown().await;
+}
