@@ -108,6 +108,9 @@ async fn heavy_killed_run_resumes_from_finished_shards() {
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(second.status.success(), "resumed run failed: {stdout}{}", String::from_utf8_lossy(&second.stderr));
     let reused: usize = stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
         .split(", ")
         .find_map(|part| part.strip_suffix(" shards reused from an earlier run").and_then(|n| n.trim().parse().ok()))
         .unwrap_or_else(|| panic!("the second run reports reused shards: {stdout}"));

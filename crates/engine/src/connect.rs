@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use spillway_api::{Destination, ExportJobSpec};
+use spillway_api::{Destination, ExportJobSpec, OutputSpec};
 use spillway_sigv4::Credentials;
 use spillway_sink::storage::{self, Storage};
 use spillway_source::{Auth, SourceConfig};
@@ -69,15 +69,25 @@ pub async fn aws_credentials(
     }
 }
 
+/// Opens the job's destination with its part size.
 pub async fn open_storage(
-    dest: &Destination,
+    output: &OutputSpec,
     secrets: &dyn SecretResolver,
 ) -> Result<Arc<dyn Storage>, EngineError> {
-    let creds = match &dest.s3 {
+    let creds = match &output.destination.s3 {
         Some(s3) => Some(aws_credentials(s3.secret_ref.as_ref().map(|r| r.name.as_str()), secrets).await?),
         None => None,
     };
-    Ok(storage::open(dest, creds).await?)
+    Ok(storage::open_output(output, creds).await?)
+}
+
+/// A human-facing URI of a key: `s3://bucket/key` or a filesystem path.
+pub fn uri_of(dest: &Destination, key: &str) -> String {
+    match (&dest.s3, &dest.volume) {
+        (Some(s3), _) => format!("s3://{}/{}", s3.bucket, key.trim_start_matches('/')),
+        (None, Some(v)) => format!("{}/{}", v.path.trim_end_matches('/'), key.trim_start_matches('/')),
+        (None, None) => key.to_string(),
+    }
 }
 
 /// The key prefix inside the destination root where the job's runs live.

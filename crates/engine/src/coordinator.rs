@@ -32,7 +32,7 @@ use spillway_source::{Client, Snapshot, SnapshotKind, Target};
 use tokio_util::sync::CancellationToken;
 
 use crate::EngineError;
-use crate::connect::{destination_prefix, open_storage, source_config};
+use crate::connect::{destination_prefix, open_storage, source_config, uri_of};
 use crate::progress::Progress;
 use crate::secrets::SecretResolver;
 
@@ -97,9 +97,9 @@ pub async fn run_job(
     validate_spec(spec)?;
     let run_id = opts.run_id.clone().unwrap_or_else(|| derive_run_id(job));
     let jref = job_ref(job, &run_id);
-    let storage = open_storage(&spec.output.destination, secrets.as_ref()).await?;
+    let storage = open_storage(&spec.output, secrets.as_ref()).await?;
     let run_dir = layout::run_dir(destination_prefix(&spec.output.destination), &jref.name, &run_id);
-    let run_uri = join_uri(&storage.describe(), &run_dir);
+    let run_uri = uri_of(&spec.output.destination, &run_dir);
     let manifest_uri = format!("{run_uri}/{}", layout::MANIFEST);
 
     if storage.get(&format!("{run_dir}/{}", layout::SUCCESS)).await?.is_some() {
@@ -161,10 +161,6 @@ pub async fn run_job(
         }
     }
     outcome
-}
-
-fn join_uri(root: &str, key: &str) -> String {
-    format!("{}/{}", root.trim_end_matches('/'), key.trim_start_matches('/'))
 }
 
 struct Run<'a> {

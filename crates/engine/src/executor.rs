@@ -89,7 +89,7 @@ impl Executor {
             return Ok(r.clone());
         }
         let client = Client::connect(source_config(&task.spec, self.secrets.as_ref()).await?).await?;
-        let storage = open_storage(&task.spec.output.destination, self.secrets.as_ref()).await?;
+        let storage = open_storage(&task.spec.output, self.secrets.as_ref()).await?;
         let mapping = client.mapping(&task.spec.source.indices).await?;
         let schema = Arc::new(DocSchema::from_mapping(&serde_json::json!({ "properties": mapping }))?);
         let res = JobResources { client, storage, schema };

@@ -1,1 +1,20 @@
-//! Encoders (NDJSON, CSV, Parquet) and storage (S3 multipart, shared volume), shard markers and the job manifest.
+//! The write side of an export: encoders that turn pages of search hits into NDJSON, CSV or
+//! Parquet bytes ([`encode`]), storage backends that make those bytes appear atomically under
+//! deterministic keys on S3 or a shared volume ([`storage`]), and the commit records a run
+//! leaves beside its data: shard markers, the plan, the manifest and `_SUCCESS` ([`commit`]).
+//!
+//! Memory stays bounded: encoders hold at most one Parquet row group (or a compressor's
+//! window) and hand out finished bytes after every page; uploads hold at most one part.
+
+pub mod checksum;
+pub mod commit;
+pub mod encode;
+mod error;
+pub mod file;
+pub mod storage;
+
+pub use checksum::CountingSha256;
+pub use encode::{DocSchema, Encoder, encoder_for};
+pub use error::SinkError;
+pub use file::{FileWriter, WrittenFile};
+pub use storage::{ObjectInfo, Storage, Upload, open, open_output};

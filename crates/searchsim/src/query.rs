@@ -1,0 +1,950 @@
+//! The query DSL subset: parsing (`match_all`, `match_none`, `term`, `terms`, `range`, `bool`,
+//! `exists`, `ids`, `match`, `match_phrase`, `prefix`, `wildcard`, `constant_score`), compiling
+//! against one index's mapping, and evaluating on a document version — on doc values when the
+//! field has them, on the lazily parsed `_source` otherwise.
+
+use std::cell::OnceCell;
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use crate::cluster::{DocVersion, wildcard_match};
+use crate::error::{ApiError, ApiResult};
+use crate::mapping::{Dv, FieldInfo, FieldType, Mapping, to_dv};
+use crate::timeval::{DateFormat, parse_date_math};
+
+/// A parsed query.
+#[derive(Debug, Clone)]
+pub enum Query {
+    /// Every document.
+    MatchAll,
+    /// No document.
+    MatchNone,
+    /// Exact value.
+    Term {
+        field: String,
+        value: Value,
+        case_insensitive: bool,
+    },
+    /// Any of these values.
+    Terms { field: String, values: Vec<Value> },
+    /// Range.
+    Range {
+        field: String,
+        gt: Option<Value>,
+        gte: Option<Value>,
+        lt: Option<Value>,
+        lte: Option<Value>,
+        format: Option<String>,
+    },
+    /// Boolean combination.
+    Bool {
+        must: Vec<Query>,
+        filter: Vec<Query>,
+        should: Vec<Query>,
+        must_not: Vec<Query>,
+        msm: Option<Value>,
+    },
+    /// Field has a value.
+    Exists { field: String },
+    /// `_id` in a set.
+    Ids(Vec<String>),
+    /// Full-text match (simple tokenizer).
+    Match {
+        field: String,
+        query: Value,
+        and: bool,
+        phrase: bool,
+    },
+    /// Prefix on a keyword.
+    Prefix { field: String, value: String },
+    /// Wildcard on a keyword.
+    Wildcard { field: String, value: String },
+}
+
+fn single_field<'a>(name: &str, v: &'a Value) -> ApiResult<(&'a String, &'a Value)> {
+    let obj = v.as_object().ok_or_else(|| {
+        ApiError::parsing(format!(
+            "[{name}] query malformed, no start_object after query name"
+        ))
+    })?;
+    let mut it = obj
+        .iter()
+        .filter(|(k, _)| k.as_str() != "boost" && k.as_str() != "_name");
+    let first = it
+        .next()
+        .ok_or_else(|| ApiError::parsing(format!("[{name}] query malformed, no field")))?;
+    if it.next().is_some() {
+        return Err(ApiError::parsing(format!(
+            "[{name}] query doesn't support multiple fields, found [{}] and more",
+            first.0
+        )));
+    }
+    Ok(first)
+}
+
+fn clauses(v: Option<&Value>) -> ApiResult<Vec<Query>> {
+    match v {
+        None => Ok(Vec::new()),
+        Some(Value::Array(a)) => a.iter().map(Query::parse).collect(),
+        Some(o @ Value::Object(_)) => Ok(vec![Query::parse(o)?]),
+        Some(_) => Err(ApiError::parsing("[bool] query malformed clause")),
+    }
+}
+
+impl Query {
+    /// Parses a query object such as `{"term":{"f":"v"}}`.
+    pub fn parse(v: &Value) -> ApiResult<Self> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| ApiError::parsing("query malformed, must start with start_object"))?;
+        if obj.len() != 1 {
+            if obj.is_empty() {
+                return Ok(Query::MatchAll);
+            }
+            let keys: Vec<&String> = obj.keys().collect();
+            return Err(ApiError::parsing(format!(
+                "[{}] malformed query, expected [END_OBJECT] but found [FIELD_NAME]",
+                keys[0]
+            )));
+        }
+        let (name, body) = obj.iter().next().expect("one key");
+        Ok(match name.as_str() {
+            "match_all" => Query::MatchAll,
+            "match_none" => Query::MatchNone,
+            "term" => {
+                let (f, val) = single_field(name, body)?;
+                let (value, ci) = match val {
+                    Value::Object(o) => (
+                        o.get("value").cloned().ok_or_else(|| {
+                            ApiError::parsing("[term] query does not support value")
+                        })?,
+                        o.get("case_insensitive")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
+                    ),
+                    other => (other.clone(), false),
+                };
+                Query::Term {
+                    field: f.clone(),
+                    value,
+                    case_insensitive: ci,
+                }
+            }
+            "terms" => {
+                let (f, val) = single_field(name, body)?;
+                let values = val.as_array().cloned().ok_or_else(|| {
+                    ApiError::parsing("[terms] query requires an array of values")
+                })?;
+                Query::Terms {
+                    field: f.clone(),
+                    values,
+                }
+            }
+            "range" => {
+                let (f, val) = single_field(name, body)?;
+                let o = val
+                    .as_object()
+                    .ok_or_else(|| ApiError::parsing("[range] query malformed"))?;
+                let mut q = (None, None, None, None);
+                let mut format = None;
+                let incl_lower = o
+                    .get("include_lower")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                let incl_upper = o
+                    .get("include_upper")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                for (k, v) in o {
+                    match k.as_str() {
+                        "gt" => q.0 = Some(v.clone()),
+                        "gte" => q.1 = Some(v.clone()),
+                        "lt" => q.2 = Some(v.clone()),
+                        "lte" => q.3 = Some(v.clone()),
+                        "from" if !v.is_null() => {
+                            if incl_lower {
+                                q.1 = Some(v.clone())
+                            } else {
+                                q.0 = Some(v.clone())
+                            }
+                        }
+                        "to" if !v.is_null() => {
+                            if incl_upper {
+                                q.3 = Some(v.clone())
+                            } else {
+                                q.2 = Some(v.clone())
+                            }
+                        }
+                        "format" => format = v.as_str().map(str::to_string),
+                        "from" | "to" | "include_lower" | "include_upper" | "boost"
+                        | "time_zone" | "relation" | "_name" => {}
+                        other => {
+                            return Err(ApiError::parsing(format!(
+                                "[range] query does not support [{other}]"
+                            )));
+                        }
+                    }
+                }
+                let q = (
+                    q.0.filter(|v| !v.is_null()),
+                    q.1.filter(|v| !v.is_null()),
+                    q.2.filter(|v| !v.is_null()),
+                    q.3.filter(|v| !v.is_null()),
+                );
+                Query::Range {
+                    field: f.clone(),
+                    gt: q.0,
+                    gte: q.1,
+                    lt: q.2,
+                    lte: q.3,
+                    format,
+                }
+            }
+            "bool" => {
+                let o = body
+                    .as_object()
+                    .ok_or_else(|| ApiError::parsing("[bool] query malformed"))?;
+                for k in o.keys() {
+                    if ![
+                        "must",
+                        "filter",
+                        "should",
+                        "must_not",
+                        "minimum_should_match",
+                        "boost",
+                        "_name",
+                        "adjust_pure_negative",
+                    ]
+                    .contains(&k.as_str())
+                    {
+                        return Err(ApiError::parsing(format!(
+                            "[bool] query does not support [{k}]"
+                        )));
+                    }
+                }
+                Query::Bool {
+                    must: clauses(o.get("must"))?,
+                    filter: clauses(o.get("filter"))?,
+                    should: clauses(o.get("should"))?,
+                    must_not: clauses(o.get("must_not"))?,
+                    msm: o.get("minimum_should_match").cloned(),
+                }
+            }
+            "constant_score" => {
+                let f = body.get("filter").ok_or_else(|| {
+                    ApiError::parsing("[constant_score] requires a 'filter' element")
+                })?;
+                Query::Bool {
+                    must: vec![],
+                    filter: vec![Query::parse(f)?],
+                    should: vec![],
+                    must_not: vec![],
+                    msm: None,
+                }
+            }
+            "exists" => {
+                let f = body
+                    .get("field")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::parsing("[exists] must be provided with a [field]"))?;
+                Query::Exists {
+                    field: f.to_string(),
+                }
+            }
+            "ids" => {
+                let vals = body
+                    .get("values")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                Query::Ids(
+                    vals.iter()
+                        .map(|v| {
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string())
+                        })
+                        .collect(),
+                )
+            }
+            "match" | "match_phrase" | "match_bool_prefix" => {
+                let (f, val) = single_field(name, body)?;
+                let (query, and) = match val {
+                    Value::Object(o) => (
+                        o.get("query").cloned().ok_or_else(|| {
+                            ApiError::parsing(format!("[{name}] requires query value"))
+                        })?,
+                        o.get("operator")
+                            .and_then(Value::as_str)
+                            .is_some_and(|s| s.eq_ignore_ascii_case("and")),
+                    ),
+                    other => (other.clone(), false),
+                };
+                Query::Match {
+                    field: f.clone(),
+                    query,
+                    and: and || name == "match_phrase",
+                    phrase: name == "match_phrase",
+                }
+            }
+            "prefix" | "wildcard" => {
+                let (f, val) = single_field(name, body)?;
+                let value = match val {
+                    Value::Object(o) => o
+                        .get("value")
+                        .or_else(|| o.get("wildcard"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                if name == "prefix" {
+                    Query::Prefix {
+                        field: f.clone(),
+                        value,
+                    }
+                } else {
+                    Query::Wildcard {
+                        field: f.clone(),
+                        value,
+                    }
+                }
+            }
+            other => {
+                return Err(ApiError::with_extra(
+                    400,
+                    "parsing_exception",
+                    format!("unknown query [{other}]"),
+                    Map::from_iter([
+                        ("line".to_string(), Value::from(1)),
+                        ("col".to_string(), Value::from(1)),
+                    ]),
+                ));
+            }
+        })
+    }
+
+    /// Whether the query contributes to scores (else hits score 0.0).
+    pub fn scoring(&self) -> bool {
+        match self {
+            Query::Bool { must, should, .. } => !must.is_empty() || !should.is_empty(),
+            Query::MatchNone => false,
+            _ => true,
+        }
+    }
+}
+
+/// Compiled predicate for one index.
+#[derive(Debug)]
+pub enum Pred {
+    /// Always.
+    All,
+    /// Never.
+    None,
+    /// Some doc value of `slot` passes.
+    Dv { slot: u32, test: DvTest },
+    /// Some source value at `path` passes.
+    Src { path: String, test: SrcTest },
+    /// `_id` in set.
+    Ids(HashSet<String>),
+    /// Boolean.
+    Bool {
+        must: Vec<Pred>,
+        should: Vec<Pred>,
+        must_not: Vec<Pred>,
+        msm: usize,
+    },
+}
+
+/// Test on a doc value.
+#[derive(Debug)]
+pub enum DvTest {
+    /// Any value present.
+    Exists,
+    /// Equal to one of.
+    In(Vec<Dv>),
+    /// Case-insensitive keyword equality.
+    EqIgnoreCase(String),
+    /// Range bounds `(value, inclusive)`.
+    Range {
+        lo: Option<(Dv, bool)>,
+        hi: Option<(Dv, bool)>,
+    },
+    /// Keyword prefix.
+    Prefix(String),
+    /// Keyword wildcard.
+    Wildcard(String),
+}
+
+/// Test on source values.
+#[derive(Debug)]
+pub enum SrcTest {
+    /// Path has a non-null value.
+    Exists,
+    /// Tokens; all (`and`) or any must be present.
+    Tokens { tokens: Vec<String>, and: bool },
+    /// Some token starts with.
+    Prefix(String),
+    /// Some token matches the wildcard.
+    Wildcard(String),
+}
+
+/// Lower-cased alphanumeric tokens, like the standard analyzer (roughly).
+pub fn tokenize(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Compares doc values of the same kind (numbers across kinds).
+pub fn dv_cmp(a: &Dv, b: &Dv) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a, b) {
+        (Dv::I(x), Dv::I(y)) => x.cmp(y),
+        (Dv::U(x), Dv::U(y)) => x.cmp(y),
+        (Dv::S(x), Dv::S(y)) => x.cmp(y),
+        (Dv::S(_), _) => Ordering::Greater,
+        (_, Dv::S(_)) => Ordering::Less,
+        (Dv::I(x), Dv::U(y)) => {
+            if *x < 0 {
+                Ordering::Less
+            } else {
+                (*x as u64).cmp(y)
+            }
+        }
+        (Dv::U(x), Dv::I(y)) => {
+            if *y < 0 {
+                Ordering::Greater
+            } else {
+                x.cmp(&(*y as u64))
+            }
+        }
+        (x, y) => num(x).partial_cmp(&num(y)).unwrap_or(Ordering::Equal),
+    }
+}
+
+fn num(d: &Dv) -> f64 {
+    match d {
+        Dv::I(v) => *v as f64,
+        Dv::U(v) => *v as f64,
+        Dv::F(v) => *v,
+        Dv::S(_) => f64::NAN,
+    }
+}
+
+/// Converts a query value to a doc value for `info` (dates through date math).
+pub fn query_dv(
+    info: &FieldInfo,
+    v: &Value,
+    format: Option<&str>,
+    now_ms: i64,
+    round_up: bool,
+) -> Option<Dv> {
+    if info.ty.is_date() {
+        let fmt = format
+            .map(DateFormat::new)
+            .unwrap_or_else(|| info.format.clone());
+        let ms = match v {
+            Value::Number(n) if format.is_none() => n.as_i64()?,
+            Value::Number(n) => fmt.parse_millis(&n.to_string()).or_else(|| n.as_i64())?,
+            Value::String(s) => parse_date_math(s, &fmt, now_ms, round_up)
+                .or_else(|| info.format.parse_millis(s))
+                .or_else(|| DateFormat::default().parse_millis(s))?,
+            _ => return None,
+        };
+        return Some(Dv::I(if info.ty == FieldType::DateNanos {
+            ms.saturating_mul(1_000_000)
+        } else {
+            ms
+        }));
+    }
+    match info.ty {
+        // query values are not rounded to the field precision for comparisons
+        FieldType::Double | FieldType::Float | FieldType::HalfFloat => match v {
+            Value::Number(n) => n.as_f64().map(Dv::F),
+            Value::String(s) => s.parse().ok().map(Dv::F),
+            _ => None,
+        },
+        FieldType::Long => match v {
+            Value::Number(n) if n.is_i64() => n.as_i64().map(Dv::I),
+            Value::Number(n) => n.as_f64().map(Dv::F),
+            Value::String(s) => s
+                .parse::<i64>()
+                .ok()
+                .map(Dv::I)
+                .or_else(|| s.parse::<f64>().ok().map(Dv::F)),
+            _ => None,
+        },
+        _ => to_dv(info, v),
+    }
+}
+
+impl Query {
+    /// Compiles the query for an index mapping.
+    pub fn compile(&self, mapping: &Mapping, now_ms: i64) -> Pred {
+        let field = |f: &str| mapping.fields.get(f);
+        match self {
+            Query::MatchAll => Pred::All,
+            Query::MatchNone => Pred::None,
+            Query::Ids(ids) => Pred::Ids(ids.iter().cloned().collect()),
+            Query::Exists { field: f } => match field(f) {
+                Some(info) if info.slot.is_some() => Pred::Dv {
+                    slot: info.slot.unwrap_or_default(),
+                    test: DvTest::Exists,
+                },
+                Some(_) => Pred::Src {
+                    path: f.clone(),
+                    test: SrcTest::Exists,
+                },
+                None => {
+                    // object paths: any sub-field
+                    let prefix = format!("{f}.");
+                    if mapping.fields.keys().any(|k| k.starts_with(&prefix)) {
+                        Pred::Src {
+                            path: f.clone(),
+                            test: SrcTest::Exists,
+                        }
+                    } else {
+                        Pred::None
+                    }
+                }
+            },
+            Query::Term {
+                field: f,
+                value,
+                case_insensitive,
+            } => match field(f) {
+                Some(info) if info.ty == FieldType::Text => Pred::Src {
+                    path: info.source_path.clone(),
+                    test: SrcTest::Tokens {
+                        tokens: vec![value_text(value)],
+                        and: true,
+                    },
+                },
+                Some(info) => match info.slot {
+                    Some(slot) if *case_insensitive => Pred::Dv {
+                        slot,
+                        test: DvTest::EqIgnoreCase(value_text(value)),
+                    },
+                    Some(slot) => match query_dv(info, value, None, now_ms, false) {
+                        Some(dv) => Pred::Dv {
+                            slot,
+                            test: DvTest::In(vec![dv]),
+                        },
+                        None => Pred::None,
+                    },
+                    None => Pred::None,
+                },
+                None if f == "_id" => Pred::Ids([value_text(value)].into_iter().collect()),
+                None => Pred::None,
+            },
+            Query::Terms { field: f, values } => match field(f) {
+                Some(info) if info.ty == FieldType::Text => Pred::Bool {
+                    must: vec![],
+                    should: values
+                        .iter()
+                        .map(|v| Pred::Src {
+                            path: info.source_path.clone(),
+                            test: SrcTest::Tokens {
+                                tokens: vec![value_text(v)],
+                                and: true,
+                            },
+                        })
+                        .collect(),
+                    must_not: vec![],
+                    msm: 1,
+                },
+                Some(info) => match info.slot {
+                    Some(slot) => Pred::Dv {
+                        slot,
+                        test: DvTest::In(
+                            values
+                                .iter()
+                                .filter_map(|v| query_dv(info, v, None, now_ms, false))
+                                .collect(),
+                        ),
+                    },
+                    None => Pred::None,
+                },
+                None if f == "_id" => Pred::Ids(values.iter().map(value_text).collect()),
+                None => Pred::None,
+            },
+            Query::Range {
+                field: f,
+                gt,
+                gte,
+                lt,
+                lte,
+                format,
+            } => match field(f).and_then(|i| i.slot.map(|s| (i, s))) {
+                Some((info, slot)) => {
+                    let fmt = format.as_deref();
+                    let lo = match (gt, gte) {
+                        (Some(v), _) => query_dv(info, v, fmt, now_ms, true).map(|d| (d, false)),
+                        (None, Some(v)) => query_dv(info, v, fmt, now_ms, false).map(|d| (d, true)),
+                        _ => None,
+                    };
+                    let hi = match (lt, lte) {
+                        (Some(v), _) => query_dv(info, v, fmt, now_ms, false).map(|d| (d, false)),
+                        (None, Some(v)) => query_dv(info, v, fmt, now_ms, true).map(|d| (d, true)),
+                        _ => None,
+                    };
+                    let unparsable = (gt.is_some() || gte.is_some()) && lo.is_none()
+                        || (lt.is_some() || lte.is_some()) && hi.is_none();
+                    if unparsable {
+                        Pred::None
+                    } else {
+                        Pred::Dv {
+                            slot,
+                            test: DvTest::Range { lo, hi },
+                        }
+                    }
+                }
+                None => Pred::None,
+            },
+            Query::Bool {
+                must,
+                filter,
+                should,
+                must_not,
+                msm,
+            } => {
+                let mut m: Vec<Pred> = must
+                    .iter()
+                    .chain(filter)
+                    .map(|q| q.compile(mapping, now_ms))
+                    .collect();
+                let s: Vec<Pred> = should.iter().map(|q| q.compile(mapping, now_ms)).collect();
+                let n: Vec<Pred> = must_not
+                    .iter()
+                    .map(|q| q.compile(mapping, now_ms))
+                    .collect();
+                let default_msm = if m.is_empty() && !s.is_empty() { 1 } else { 0 };
+                let msm = match msm {
+                    Some(Value::Number(n)) => n
+                        .as_i64()
+                        .map(|v| {
+                            if v < 0 {
+                                (s.len() as i64 + v).max(0)
+                            } else {
+                                v
+                            }
+                        })
+                        .unwrap_or(0) as usize,
+                    Some(Value::String(p)) if p.ends_with('%') => {
+                        let pct: f64 = p.trim_end_matches('%').parse().unwrap_or(0.0);
+                        let v = (s.len() as f64 * pct.abs() / 100.0).floor() as usize;
+                        if pct < 0.0 { s.len() - v } else { v }
+                    }
+                    Some(Value::String(p)) => p
+                        .parse::<i64>()
+                        .map(|v| {
+                            if v < 0 {
+                                (s.len() as i64 + v).max(0) as usize
+                            } else {
+                                v as usize
+                            }
+                        })
+                        .unwrap_or(default_msm),
+                    _ => default_msm,
+                };
+                if m.is_empty() && s.is_empty() && n.is_empty() {
+                    m.push(Pred::All);
+                }
+                Pred::Bool {
+                    must: m,
+                    should: s,
+                    must_not: n,
+                    msm,
+                }
+            }
+            Query::Match {
+                field: f,
+                query,
+                and,
+                ..
+            } => match field(f) {
+                Some(info) if info.ty == FieldType::Text => {
+                    let tokens = tokenize(&value_text(query));
+                    if tokens.is_empty() {
+                        Pred::None
+                    } else {
+                        Pred::Src {
+                            path: info.source_path.clone(),
+                            test: SrcTest::Tokens { tokens, and: *and },
+                        }
+                    }
+                }
+                Some(info) => match (info.slot, query_dv(info, query, None, now_ms, false)) {
+                    (Some(slot), Some(dv)) => Pred::Dv {
+                        slot,
+                        test: DvTest::In(vec![dv]),
+                    },
+                    _ => Pred::None,
+                },
+                None if f == "_id" => Pred::Ids([value_text(query)].into_iter().collect()),
+                None => Pred::None,
+            },
+            Query::Prefix { field: f, value } | Query::Wildcard { field: f, value } => {
+                let is_prefix = matches!(self, Query::Prefix { .. });
+                match field(f) {
+                    Some(info) if info.ty == FieldType::Text => Pred::Src {
+                        path: info.source_path.clone(),
+                        test: if is_prefix {
+                            SrcTest::Prefix(value.to_lowercase())
+                        } else {
+                            SrcTest::Wildcard(value.to_lowercase())
+                        },
+                    },
+                    Some(info) => match info.slot {
+                        Some(slot) => Pred::Dv {
+                            slot,
+                            test: if is_prefix {
+                                DvTest::Prefix(value.clone())
+                            } else {
+                                DvTest::Wildcard(value.clone())
+                            },
+                        },
+                        None => Pred::None,
+                    },
+                    None => Pred::None,
+                }
+            }
+        }
+    }
+}
+
+/// Values of a dotted path in a parsed source (arrays flattened).
+pub fn source_values<'a>(v: &'a Value, path: &str, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(items) => {
+            for i in items {
+                source_values(i, path, out);
+            }
+        }
+        Value::Object(o) => {
+            if path.is_empty() {
+                out.push(v);
+                return;
+            }
+            if let Some(x) = o.get(path) {
+                source_values(x, "", out);
+            }
+            // dotted keys: try every split point
+            for (i, _) in path.match_indices('.') {
+                if let Some(x) = o.get(&path[..i]) {
+                    source_values(x, &path[i + 1..], out);
+                }
+            }
+        }
+        other => {
+            if path.is_empty() {
+                out.push(other);
+            }
+        }
+    }
+}
+
+/// A document during evaluation, with its source parsed on first need.
+pub struct EvalDoc<'a> {
+    /// The version.
+    pub doc: &'a DocVersion,
+    parsed: OnceCell<Value>,
+}
+
+impl<'a> EvalDoc<'a> {
+    /// Wraps a version.
+    pub fn new(doc: &'a DocVersion) -> Self {
+        Self {
+            doc,
+            parsed: OnceCell::new(),
+        }
+    }
+
+    /// The parsed source.
+    pub fn source(&self) -> &Value {
+        self.parsed
+            .get_or_init(|| serde_json::from_slice(&self.doc.source).unwrap_or(Value::Null))
+    }
+}
+
+impl Pred {
+    /// Evaluates on a document.
+    pub fn matches(&self, d: &EvalDoc<'_>) -> bool {
+        match self {
+            Pred::All => true,
+            Pred::None => false,
+            Pred::Ids(ids) => ids.contains(&*d.doc.id),
+            Pred::Dv { slot, test } => {
+                let mut vals = d.doc.values(*slot).peekable();
+                match test {
+                    DvTest::Exists => vals.peek().is_some(),
+                    DvTest::In(set) => vals.any(|v| set.iter().any(|s| dv_cmp(v, s).is_eq())),
+                    DvTest::EqIgnoreCase(s) => {
+                        vals.any(|v| matches!(v, Dv::S(x) if x.eq_ignore_ascii_case(s)))
+                    }
+                    DvTest::Range { lo, hi } => vals.any(|v| {
+                        let lo_ok = lo.as_ref().is_none_or(|(b, inc)| {
+                            let c = dv_cmp(v, b);
+                            c.is_gt() || (*inc && c.is_eq())
+                        });
+                        let hi_ok = hi.as_ref().is_none_or(|(b, inc)| {
+                            let c = dv_cmp(v, b);
+                            c.is_lt() || (*inc && c.is_eq())
+                        });
+                        lo_ok && hi_ok
+                    }),
+                    DvTest::Prefix(p) => {
+                        vals.any(|v| matches!(v, Dv::S(x) if x.starts_with(p.as_str())))
+                    }
+                    DvTest::Wildcard(p) => {
+                        vals.any(|v| matches!(v, Dv::S(x) if wildcard_match(p, x)))
+                    }
+                }
+            }
+            Pred::Src { path, test } => {
+                let mut vals = Vec::new();
+                source_values(d.source(), path, &mut vals);
+                match test {
+                    SrcTest::Exists => vals.iter().any(|v| !v.is_null()),
+                    SrcTest::Tokens { tokens, and } => {
+                        let have: HashSet<String> =
+                            vals.iter().flat_map(|v| tokenize(&value_text(v))).collect();
+                        if *and {
+                            tokens.iter().all(|t| have.contains(&t.to_lowercase()))
+                        } else {
+                            tokens.iter().any(|t| have.contains(&t.to_lowercase()))
+                        }
+                    }
+                    SrcTest::Prefix(p) => vals
+                        .iter()
+                        .flat_map(|v| tokenize(&value_text(v)))
+                        .any(|t| t.starts_with(p.as_str())),
+                    SrcTest::Wildcard(p) => vals
+                        .iter()
+                        .flat_map(|v| tokenize(&value_text(v)))
+                        .any(|t| wildcard_match(p, &t)),
+                }
+            }
+            Pred::Bool {
+                must,
+                should,
+                must_not,
+                msm,
+            } => {
+                must.iter().all(|p| p.matches(d))
+                    && !must_not.iter().any(|p| p.matches(d))
+                    && (*msm == 0 || should.iter().filter(|p| p.matches(d)).count() >= *msm)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::json;
+
+    fn doc(m: &Mapping, id: &str, src: Value) -> DocVersion {
+        DocVersion {
+            id: id.into(),
+            source: Bytes::from(serde_json::to_vec(&src).unwrap()),
+            dv: m.extract(&src).into_boxed_slice(),
+            born: 0,
+            died: u64::MAX,
+            version: 1,
+        }
+    }
+
+    fn eval(q: Value, m: &Mapping, d: &DocVersion) -> bool {
+        Query::parse(&q)
+            .unwrap()
+            .compile(m, 1_700_000_000_000)
+            .matches(&EvalDoc::new(d))
+    }
+
+    #[test]
+    fn queries_evaluate() {
+        let mut m = Mapping::from_json(
+            &json!({"properties": {"ts": {"type": "date"}, "level": {"type": "keyword"}}}),
+        )
+        .unwrap();
+        let src = json!({"ts": "2024-03-01T10:00:00Z", "level": "ERROR", "n": 5, "msg": "Hello brave World", "o": {"k": true}});
+        m.apply_dynamic(&src);
+        let d = doc(&m, "a1", src);
+        assert!(eval(json!({"match_all": {}}), &m, &d));
+        assert!(!eval(json!({"match_none": {}}), &m, &d));
+        assert!(eval(json!({"term": {"level": "ERROR"}}), &m, &d));
+        assert!(!eval(json!({"term": {"level": "error"}}), &m, &d));
+        assert!(eval(
+            json!({"term": {"level": {"value": "error", "case_insensitive": true}}}),
+            &m,
+            &d
+        ));
+        assert!(eval(json!({"terms": {"level": ["WARN", "ERROR"]}}), &m, &d));
+        assert!(eval(json!({"range": {"n": {"gte": 5, "lt": 6}}}), &m, &d));
+        assert!(!eval(json!({"range": {"n": {"gt": 5}}}), &m, &d));
+        assert!(eval(
+            json!({"range": {"ts": {"gte": "2024-03-01", "lt": "2024-03-02"}}}),
+            &m,
+            &d
+        ));
+        assert!(eval(
+            json!({"range": {"ts": {"gte": 1709287200000u64, "format": "epoch_millis"}}}),
+            &m,
+            &d
+        ));
+        assert!(
+            eval(json!({"range": {"ts": {"lt": "now"}}}), &m, &d) == false,
+            "now is 2023-11"
+        );
+        assert!(eval(json!({"match": {"msg": "brave"}}), &m, &d));
+        assert!(eval(json!({"match": {"msg": "world nothing"}}), &m, &d));
+        assert!(!eval(
+            json!({"match": {"msg": {"query": "world nothing", "operator": "and"}}}),
+            &m,
+            &d
+        ));
+        assert!(eval(json!({"exists": {"field": "o"}}), &m, &d));
+        assert!(!eval(json!({"exists": {"field": "zz"}}), &m, &d));
+        assert!(eval(json!({"ids": {"values": ["a1"]}}), &m, &d));
+        assert!(eval(json!({"prefix": {"level": "ERR"}}), &m, &d));
+        assert!(eval(
+            json!({"wildcard": {"level": {"value": "E*R"}}}),
+            &m,
+            &d
+        ));
+        assert!(eval(
+            json!({"bool": {"filter": [{"term": {"level": "ERROR"}}], "must_not": {"term": {"n": 4}}}}),
+            &m,
+            &d
+        ));
+        assert!(!eval(
+            json!({"bool": {"should": [{"term": {"n": 1}}, {"term": {"n": 2}}]}}),
+            &m,
+            &d
+        ));
+        assert!(eval(
+            json!({"bool": {"should": [{"term": {"n": 5}}, {"term": {"n": 2}}], "minimum_should_match": 1}}),
+            &m,
+            &d
+        ));
+        assert!(!eval(
+            json!({"bool": {"should": [{"term": {"n": 5}}, {"term": {"n": 2}}], "minimum_should_match": 2}}),
+            &m,
+            &d
+        ));
+        assert!(Query::parse(&json!({"nope": {}})).is_err());
+    }
+}
