@@ -32,6 +32,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+log "building binaries (the end-to-end tests run them)"
+cargo build --workspace --bins --locked -q
 log "doc tests"
 cargo test --workspace --doc --locked -q
 log "tests"

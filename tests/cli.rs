@@ -47,7 +47,12 @@ fn markers(dir: &Path) -> usize {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()) == Some("shards") {
+            } else if p
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                == Some("shards")
+            {
                 n += 1;
             }
         }
@@ -72,7 +77,10 @@ async fn heavy_killed_run_resumes_from_finished_shards() {
     let (sim, _) = sim_with(Config::opensearch_3(), &spec).await;
     // Slow the cluster down so the first run is still busy when it is killed.
     sim.cluster()
-        .set_faults(Faults { latency_ms: 40, ..Default::default() })
+        .set_faults(Faults {
+            latency_ms: 40,
+            ..Default::default()
+        })
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -90,14 +98,23 @@ async fn heavy_killed_run_resumes_from_finished_shards() {
         .expect("spillway starts");
     let deadline = Instant::now() + Duration::from_secs(120);
     while markers(&out) < 3 {
-        assert!(Instant::now() < deadline, "no shard finished within 2 minutes");
-        assert!(child.try_wait().unwrap().is_none(), "the first run ended before it was killed");
+        assert!(
+            Instant::now() < deadline,
+            "no shard finished within 2 minutes"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the first run ended before it was killed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
     let finished = markers(&out);
-    assert!(files_named(&out, "_SUCCESS").is_empty(), "a killed run has no _SUCCESS");
+    assert!(
+        files_named(&out, "_SUCCESS").is_empty(),
+        "a killed run has no _SUCCESS"
+    );
 
     sim.cluster().set_faults(Faults::default()).unwrap();
     let second = Command::new(bin("spillway"))
@@ -106,15 +123,25 @@ async fn heavy_killed_run_resumes_from_finished_shards() {
         .output()
         .expect("spillway runs");
     let stdout = String::from_utf8_lossy(&second.stdout);
-    assert!(second.status.success(), "resumed run failed: {stdout}{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        second.status.success(),
+        "resumed run failed: {stdout}{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let reused: usize = stdout
         .lines()
         .next()
         .unwrap_or_default()
         .split(", ")
-        .find_map(|part| part.strip_suffix(" shards reused from an earlier run").and_then(|n| n.trim().parse().ok()))
+        .find_map(|part| {
+            part.strip_suffix(" shards reused from an earlier run")
+                .and_then(|n| n.trim().parse().ok())
+        })
         .unwrap_or_else(|| panic!("the second run reports reused shards: {stdout}"));
-    assert!(reused >= finished.min(3), "reused {reused} of {finished} finished shards");
+    assert!(
+        reused >= finished.min(3),
+        "reused {reused} of {finished} finished shards"
+    );
 
     // Exactly the source, no duplicates from the killed attempt.
     let mut ids = Vec::new();
@@ -126,7 +153,10 @@ async fn heavy_killed_run_resumes_from_finished_shards() {
                 stack.push(p);
             } else if p.extension().and_then(|e| e.to_str()) == Some("ndjson") {
                 let name = p.file_name().unwrap().to_str().unwrap();
-                assert!(name.starts_with("part-"), "only committed files remain: {name}");
+                assert!(
+                    name.starts_with("part-"),
+                    "only committed files remain: {name}"
+                );
                 let body = std::fs::read(&p).unwrap();
                 for line in ndjson_rows(name, &body) {
                     ids.push(line["_id"].as_str().unwrap().to_string());
@@ -140,7 +170,11 @@ async fn heavy_killed_run_resumes_from_finished_shards() {
     assert_eq!(ids.len(), want.len(), "document count after resume");
     assert!(ids == want, "resumed output differs from the source");
     // A third run finds the job complete and reads nothing.
-    let third = Command::new(bin("spillway")).args(["run", "--no-progress"]).arg(&job).output().unwrap();
+    let third = Command::new(bin("spillway"))
+        .args(["run", "--no-progress"])
+        .arg(&job)
+        .output()
+        .unwrap();
     assert!(third.status.success());
     assert!(String::from_utf8_lossy(&third.stdout).contains("already complete"));
     sim.shutdown().await;
@@ -155,17 +189,28 @@ fn fails(job: &Path, out: &Path, secrets: Option<&Path>) -> String {
     }
     let o = cmd.output().expect("spillway runs");
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(!o.status.success(), "{} should fail; stderr: {stderr}", job.display());
+    assert!(
+        !o.status.success(),
+        "{} should fail; stderr: {stderr}",
+        job.display()
+    );
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "exactly one error line: {stderr}");
-    assert!(files_named(out, "_SUCCESS").is_empty(), "no _SUCCESS for {}", job.display());
+    assert!(
+        files_named(out, "_SUCCESS").is_empty(),
+        "no _SUCCESS for {}",
+        job.display()
+    );
     errors[0].to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_fails_with_one_clear_line() {
     init();
-    let spec = DataSpec { docs: 2_000, ..spec() };
+    let spec = DataSpec {
+        docs: 2_000,
+        ..spec()
+    };
     let auth = searchsim::Auth {
         users: vec![searchsim::User::new("reader", "correct-horse")],
         ..Default::default()
@@ -184,24 +229,48 @@ async fn bad_input_fails_with_one_clear_line() {
     let url = sim.url();
 
     // Unknown field.
-    let text = job_text("typo", &url, "\"logs-*\"", MARCH, &out, good_auth)
-        .replace("    compression: none\n", "    compression: none\n    colour: blue\n");
+    let text = job_text("typo", &url, "\"logs-*\"", MARCH, &out, good_auth).replace(
+        "    compression: none\n",
+        "    compression: none\n    colour: blue\n",
+    );
     let line = fails(&write_job(dir.path(), "typo", &text), &out, Some(&secrets));
     assert!(line.contains("unknown field `colour`"), "{line}");
 
     // gte >= lt.
     let reversed = "    gte: 2024-03-04T00:00:00Z\n    lt: 2024-03-01T00:00:00Z\n";
     let line = fails(
-        &write_job(dir.path(), "reversed", &job_text("reversed", &url, "\"logs-*\"", reversed, &out, good_auth)),
+        &write_job(
+            dir.path(),
+            "reversed",
+            &job_text("reversed", &url, "\"logs-*\"", reversed, &out, good_auth),
+        ),
         &out,
         Some(&secrets),
     );
-    assert!(line.contains("timeRange.gte") && line.contains("before"), "{line}");
+    assert!(
+        line.contains("timeRange.gte") && line.contains("before"),
+        "{line}"
+    );
 
     // Unreachable cluster: a port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let line = fails(
-        &write_job(dir.path(), "unreachable", &job_text("unreachable", &format!("http://127.0.0.1:{port}"), "\"logs-*\"", MARCH, &out, "")),
+        &write_job(
+            dir.path(),
+            "unreachable",
+            &job_text(
+                "unreachable",
+                &format!("http://127.0.0.1:{port}"),
+                "\"logs-*\"",
+                MARCH,
+                &out,
+                "",
+            ),
+        ),
         &out,
         None,
     );
@@ -209,7 +278,11 @@ async fn bad_input_fails_with_one_clear_line() {
 
     // Missing index.
     let line = fails(
-        &write_job(dir.path(), "missing", &job_text("missing", &url, "\"no-such-index\"", MARCH, &out, good_auth)),
+        &write_job(
+            dir.path(),
+            "missing",
+            &job_text("missing", &url, "\"no-such-index\"", MARCH, &out, good_auth),
+        ),
         &out,
         Some(&secrets),
     );
@@ -218,31 +291,126 @@ async fn bad_input_fails_with_one_clear_line() {
     // Wrong credentials; the password must not be echoed.
     let bad_auth = "    auth:\n      basic:\n        secretRef: {name: bad}\n";
     let line = fails(
-        &write_job(dir.path(), "badcreds", &job_text("badcreds", &url, "\"logs-*\"", MARCH, &out, bad_auth)),
+        &write_job(
+            dir.path(),
+            "badcreds",
+            &job_text("badcreds", &url, "\"logs-*\"", MARCH, &out, bad_auth),
+        ),
         &out,
         Some(&secrets),
     );
     assert!(line.contains("authentication failed"), "{line}");
-    assert!(!line.contains("wrong-password-1234"), "the password leaked: {line}");
+    assert!(
+        !line.contains("wrong-password-1234"),
+        "the password leaked: {line}"
+    );
 
     // Unwritable destination: its parent is a regular file.
     let blocker = dir.path().join("not-a-directory");
     std::fs::write(&blocker, "x").unwrap();
     let line = fails(
-        &write_job(dir.path(), "unwritable", &job_text("unwritable", &url, "\"logs-*\"", MARCH, &blocker.join("out"), good_auth)),
+        &write_job(
+            dir.path(),
+            "unwritable",
+            &job_text(
+                "unwritable",
+                &url,
+                "\"logs-*\"",
+                MARCH,
+                &blocker.join("out"),
+                good_auth,
+            ),
+        ),
         &out,
         Some(&secrets),
     );
-    assert!(line.contains("not-a-directory"), "the error names the destination: {line}");
+    assert!(
+        line.contains("not-a-directory"),
+        "the error names the destination: {line}"
+    );
 
     // And the same job with good credentials works, so the failures above were the input's.
     let ok = Command::new(bin("spillway"))
         .args(["run", "--no-progress", "--secrets-dir"])
         .arg(&secrets)
-        .arg(write_job(dir.path(), "good", &job_text("good", &url, "\"logs-*\"", MARCH, &out, good_auth)))
+        .arg(write_job(
+            dir.path(),
+            "good",
+            &job_text("good", &url, "\"logs-*\"", MARCH, &out, good_auth),
+        ))
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert_eq!(files_named(&out, "_SUCCESS").len(), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_ctrl_c_stops_cleanly_and_closes_the_snapshot() {
+    let spec = spec();
+    let (sim, _) = sim_with(Config::opensearch_3(), &spec).await;
+    sim.cluster()
+        .set_faults(Faults {
+            latency_ms: 30,
+            ..Default::default()
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let job = write_job(
+        dir.path(),
+        "interrupt",
+        &job_text("interrupt", &sim.url(), "\"logs-*\"", MARCH, &out, ""),
+    );
+    let child = Command::new(bin("spillway"))
+        .args(["run", "--workers", "2", "--no-progress"])
+        .arg(&job)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spillway starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while markers(&out) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no shard finished within 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sim.cluster().open_pits(), 1, "the run holds one snapshot");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "an interrupted run exits non-zero");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(files_named(&out, "_SUCCESS").is_empty());
+    assert_eq!(
+        sim.cluster().open_pits(),
+        0,
+        "the snapshot is closed on Ctrl-C"
+    );
+    let mut stack = vec![out.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            assert!(
+                !name.contains(".tmp"),
+                "a temporary file was left behind: {}",
+                p.display()
+            );
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
     sim.shutdown().await;
 }

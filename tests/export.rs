@@ -9,8 +9,8 @@ use searchsim::datagen::DataSpec;
 use searchsim::{Config, Faults};
 use serde_json::Value;
 use spillway_api::ExportJob;
-use spillway_engine::{EngineError, JobReport, LocalOptions, LocalSecrets, Progress, run_local};
 use spillway_e2e::*;
+use spillway_engine::{EngineError, JobReport, LocalOptions, LocalSecrets, Progress, run_local};
 use spillway_sink::storage::volume::VolumeStorage;
 use tokio_util::sync::CancellationToken;
 
@@ -29,10 +29,15 @@ fn job(name: &str, url: &str, spec: &DataSpec, extra_spec: &str, output: &str) -
         prefix = spec.index_prefix,
         start = spec.start,
     );
-    spillway_api::load_job_yaml(&yaml).unwrap_or_else(|e| panic!("test job is invalid: {e}\n{yaml}"))
+    spillway_api::load_job_yaml(&yaml)
+        .unwrap_or_else(|e| panic!("test job is invalid: {e}\n{yaml}"))
 }
 
-async fn run(job: &ExportJob, secrets: LocalSecrets, workers: u16) -> (Result<JobReport, EngineError>, Arc<Progress>) {
+async fn run(
+    job: &ExportJob,
+    secrets: LocalSecrets,
+    workers: u16,
+) -> (Result<JobReport, EngineError>, Arc<Progress>) {
     let progress = Arc::new(Progress::default());
     let r = run_local(
         job,
@@ -86,7 +91,9 @@ fn same_number(a: &Value, b: &Value) -> bool {
 /// Compares a source value with an exported cell (a typed Parquet value or CSV/JSON text).
 fn same_value(field: &str, source: &Value, cell: &Value) -> bool {
     match (source, cell) {
-        (Value::String(s), Value::Number(n)) if field == "@timestamp" => n.as_i64() == Some(millis(s)),
+        (Value::String(s), Value::Number(n)) if field == "@timestamp" => {
+            n.as_i64() == Some(millis(s))
+        }
         (Value::Number(_), Value::Number(_)) => same_number(source, cell),
         // Objects and arrays kept whole in a text column (geo_point, nested, ...).
         (Value::Object(_) | Value::Array(_), Value::String(text)) => {
@@ -103,20 +110,37 @@ fn assert_row(row: &serde_json::Map<String, Value>, source: &Value, what: &str) 
         Some(Value::String(s)) if !s.is_empty() => serde_json::from_str(s).expect("_extra is JSON"),
         _ => Value::Null,
     };
-    fn walk(row: &serde_json::Map<String, Value>, extra: &Value, prefix: &str, v: &Value, what: &str) {
+    fn walk(
+        row: &serde_json::Map<String, Value>,
+        extra: &Value,
+        prefix: &str,
+        v: &Value,
+        what: &str,
+    ) {
         if let Some(cell) = row.get(prefix).filter(|_| !prefix.is_empty()) {
-            assert!(same_value(prefix, v, cell), "{what} field {prefix}: source {v} but exported {cell}");
+            assert!(
+                same_value(prefix, v, cell),
+                "{what} field {prefix}: source {v} but exported {cell}"
+            );
             return;
         }
         match v {
             Value::Object(m) if path(extra, prefix).is_none() || prefix.is_empty() => {
                 for (k, c) in m {
-                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(row, extra, &p, c, what);
                 }
             }
             Value::Null => {}
-            _ => assert_eq!(path(extra, prefix), Some(v), "{what} field {prefix} = {v} is neither in a column nor in _extra ({extra})"),
+            _ => assert_eq!(
+                path(extra, prefix),
+                Some(v),
+                "{what} field {prefix} = {v} is neither in a column nor in _extra ({extra})"
+            ),
         }
     }
     walk(row, &extra, "", source, what);
@@ -145,7 +169,11 @@ async fn heavy_exactness_parquet_s3_ndjson_csv() {
     let secrets_dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(secrets_dir.path().join("s3")).unwrap();
     std::fs::write(secrets_dir.path().join("s3/accessKeyId"), &s3.access_key).unwrap();
-    std::fs::write(secrets_dir.path().join("s3/secretAccessKey"), &s3.secret_key).unwrap();
+    std::fs::write(
+        secrets_dir.path().join("s3/secretAccessKey"),
+        &s3.secret_key,
+    )
+    .unwrap();
     let j = job(
         "exact-parquet",
         &sim.url(),
@@ -156,15 +184,28 @@ async fn heavy_exactness_parquet_s3_ndjson_csv() {
             s3.endpoint
         ),
     );
-    let (report, _) = run(&j, LocalSecrets { dir: Some(secrets_dir.path().into()) }, 4).await;
+    let (report, _) = run(
+        &j,
+        LocalSecrets {
+            dir: Some(secrets_dir.path().into()),
+        },
+        4,
+    )
+    .await;
     let report = report.expect("the Parquet export succeeds");
     assert_eq!(report.documents, spec.docs);
     let run_dir = format!("runs/exact-parquet/{}", report.run_id);
     let (manifest, files) = read_run(storage.as_ref(), &run_dir).await;
     assert_eq!(manifest.documents, spec.docs);
     assert_eq!(manifest.expected_documents, spec.docs);
-    assert_eq!(manifest.files.iter().map(|f| f.rows).sum::<u64>(), spec.docs);
-    assert!(files.iter().all(|(k, _)| k.starts_with("data/dt=2024-")), "files are partitioned by day");
+    assert_eq!(
+        manifest.files.iter().map(|f| f.rows).sum::<u64>(),
+        spec.docs
+    );
+    assert!(
+        files.iter().all(|(k, _)| k.starts_with("data/dt=2024-")),
+        "files are partitioned by day"
+    );
     let mut remaining = exp.index_of.clone();
     let mut seen = 0;
     let mut compared = 0;
@@ -176,20 +217,33 @@ async fn heavy_exactness_parquet_s3_ndjson_csv() {
             if let Some(src) = exp.sample.get(&id) {
                 assert_row(&row, src, "Parquet");
                 let day = &src["@timestamp"].as_str().unwrap()[..10];
-                assert!(key.contains(&format!("dt={day}/")), "{id} ({day}) is in {key}");
+                assert!(
+                    key.contains(&format!("dt={day}/")),
+                    "{id} ({day}) is in {key}"
+                );
                 compared += 1;
             }
         }
     }
-    assert!(remaining.is_empty(), "{} documents are missing from the Parquet export", remaining.len());
+    assert!(
+        remaining.is_empty(),
+        "{} documents are missing from the Parquet export",
+        remaining.len()
+    );
     assert_eq!(seen, spec.docs);
     assert_eq!(compared, exp.sample.len());
     let orphans = storage.list_multipart_uploads("runs/").await.unwrap();
-    assert!(orphans.is_empty(), "no multipart upload is left behind: {orphans:?}");
+    assert!(
+        orphans.is_empty(),
+        "no multipart upload is left behind: {orphans:?}"
+    );
 
     // 2. zstd NDJSON with metadata, and 3. gzip CSV, to a local directory.
     let out = tempfile::tempdir().unwrap();
-    for (name, format, compression) in [("exact-ndjson", "ndjson", "zstd"), ("exact-csv", "csv", "gzip")] {
+    for (name, format, compression) in [
+        ("exact-ndjson", "ndjson", "zstd"),
+        ("exact-csv", "csv", "gzip"),
+    ] {
         let j = job(
             name,
             &sim.url(),
@@ -208,7 +262,14 @@ async fn heavy_exactness_parquet_s3_ndjson_csv() {
         let mut remaining = exp.index_of.clone();
         let mut seen = 0;
         for (key, body) in files {
-            assert!(key.ends_with(if format == "ndjson" { ".ndjson.zst" } else { ".csv.gz" }), "{key}");
+            assert!(
+                key.ends_with(if format == "ndjson" {
+                    ".ndjson.zst"
+                } else {
+                    ".csv.gz"
+                }),
+                "{key}"
+            );
             if format == "ndjson" {
                 for mut line in ndjson_rows(&key, &body) {
                     let obj = line.as_object_mut().unwrap();
@@ -231,7 +292,8 @@ async fn heavy_exactness_parquet_s3_ndjson_csv() {
                                 let parsed = if k == "_extra" {
                                     Value::String(v.clone())
                                 } else {
-                                    serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.clone()))
+                                    serde_json::from_str(v)
+                                        .unwrap_or_else(|_| Value::String(v.clone()))
                                 };
                                 (k.clone(), parsed)
                             })
@@ -241,7 +303,11 @@ async fn heavy_exactness_parquet_s3_ndjson_csv() {
                 }
             }
         }
-        assert!(remaining.is_empty(), "{} documents missing from the {format} export", remaining.len());
+        assert!(
+            remaining.is_empty(),
+            "{} documents missing from the {format} export",
+            remaining.len()
+        );
         assert_eq!(seen, spec.docs);
     }
     sim.shutdown().await;
@@ -295,7 +361,11 @@ async fn short_pages_fail_the_shard_and_are_retried() {
     let spec = small_spec(7);
     let (sim, _) = sim_with(Config::opensearch_3(), &spec).await;
     sim.cluster()
-        .set_faults(Faults { short_page_rate: 0.1, seed: 3, ..Default::default() })
+        .set_faults(Faults {
+            short_page_rate: 0.1,
+            seed: 3,
+            ..Default::default()
+        })
         .unwrap();
     let out = tempfile::tempdir().unwrap();
     let j = job(
@@ -309,11 +379,18 @@ async fn short_pages_fail_the_shard_and_are_retried() {
     let report = report.expect("short pages are retried until the shard is whole");
     assert!(fired(&sim, "short_page") > 0, "the fault fired");
     assert!(progress.get().retries > 0, "shards were retried");
-    assert_exact(&spec, exported_ids(out.path(), &format!("short-pages/{}", report.run_id)).await);
+    assert_exact(
+        &spec,
+        exported_ids(out.path(), &format!("short-pages/{}", report.run_id)).await,
+    );
 
     // Every page short: the job must fail, never claim success.
     sim.cluster()
-        .set_faults(Faults { short_page_rate: 1.0, seed: 3, ..Default::default() })
+        .set_faults(Faults {
+            short_page_rate: 1.0,
+            seed: 3,
+            ..Default::default()
+        })
         .unwrap();
     let out = tempfile::tempdir().unwrap();
     let j = job(
@@ -324,10 +401,21 @@ async fn short_pages_fail_the_shard_and_are_retried() {
         &volume_output(out.path()),
     );
     let (report, _) = run(&j, LocalSecrets::default(), 2).await;
-    let err = report.expect_err("a job with truncated pages must fail").to_string();
-    assert!(err.contains("incomplete") || err.contains("truncat"), "{err}");
-    let success: Vec<_> = walk(out.path()).into_iter().filter(|p| p.ends_with("_SUCCESS")).collect();
-    assert!(success.is_empty(), "no _SUCCESS after a failed job: {success:?}");
+    let err = report
+        .expect_err("a job with truncated pages must fail")
+        .to_string();
+    assert!(
+        err.contains("incomplete") || err.contains("truncat"),
+        "{err}"
+    );
+    let success: Vec<_> = walk(out.path())
+        .into_iter()
+        .filter(|p| p.ends_with("_SUCCESS"))
+        .collect();
+    assert!(
+        success.is_empty(),
+        "no _SUCCESS after a failed job: {success:?}"
+    );
     sim.shutdown().await;
 }
 
@@ -372,9 +460,15 @@ async fn rejections_unavailability_and_latency_do_not_change_the_output() {
     let report = report.expect("faults are absorbed by retries");
     let retries = progress.request_retries();
     assert!(retries["rejected"] > 0, "429s were retried: {retries:?}");
-    assert!(retries["unavailable_5xx"] > 0, "503s were retried: {retries:?}");
+    assert!(
+        retries["unavailable_5xx"] > 0,
+        "503s were retried: {retries:?}"
+    );
     assert!(fired(&sim, "reject") > 0 && fired(&sim, "unavailable") > 0);
-    assert_exact(&spec, exported_ids(out.path(), &format!("faults/{}", report.run_id)).await);
+    assert_exact(
+        &spec,
+        exported_ids(out.path(), &format!("faults/{}", report.run_id)).await,
+    );
     sim.shutdown().await;
 }
 
@@ -394,6 +488,81 @@ async fn opensearch_2_without_shard_doc_pages_by_a_tiebreaker_field() {
     j.spec.source.tiebreaker_field = Some("event.id".into());
     let (report, _) = run(&j, LocalSecrets::default(), 4).await;
     let report = report.expect("OpenSearch 2.19 export with a tiebreaker field");
-    assert_exact(&spec, exported_ids(out.path(), &format!("os2/{}", report.run_id)).await);
+    assert_exact(
+        &spec,
+        exported_ids(out.path(), &format!("os2/{}", report.run_id)).await,
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_with_a_custom_ca_and_sigv4_signed_requests() {
+    let spec = DataSpec {
+        docs: 5_000,
+        ..small_spec(10)
+    };
+    let tls_dir = tempfile::tempdir().unwrap();
+    let config = Config::opensearch_3()
+        .with_tls(tls_dir.path())
+        .with_sigv4("AKIDEXPORT", "export-secret-key-1");
+    let (sim, _) = sim_with(config, &spec).await;
+    assert!(sim.url().starts_with("https://"));
+    let secrets = tempfile::tempdir().unwrap();
+    let put = |secret: &str, key: &str, value: &str| {
+        std::fs::create_dir_all(secrets.path().join(secret)).unwrap();
+        std::fs::write(secrets.path().join(secret).join(key), value).unwrap();
+    };
+    put(
+        "search-ca",
+        "ca.crt",
+        sim.ca_pem().expect("the simulator wrote its CA"),
+    );
+    put("aws", "accessKeyId", "AKIDEXPORT");
+    put("aws", "secretAccessKey", "export-secret-key-1");
+    put("aws-wrong", "accessKeyId", "AKIDEXPORT");
+    put("aws-wrong", "secretAccessKey", "not-the-secret-999");
+    let auth = |secret: &str| {
+        format!(
+            "    auth:\n      awsSigV4:\n        region: us-east-1\n        service: es\n        secretRef: {{name: {secret}}}\n    tls:\n      caSecretRef: {{name: search-ca}}\n"
+        )
+    };
+    let out = tempfile::tempdir().unwrap();
+    let with_auth = |name: &str, secret: &str| {
+        let mut j = job(name, &sim.url(), &spec, "", &volume_output(out.path()));
+        let extra: ExportJob = spillway_api::load_job_yaml(&format!(
+            "apiVersion: spillway.dev/v1alpha1\nkind: ExportJob\nmetadata: {{name: x}}\nspec:\n  source:\n    url: {}\n    indices: [x]\n{}  output: {{destination: {{volume: {{path: /x}}}}}}\n",
+            sim.url(),
+            auth(secret)
+        ))
+        .unwrap();
+        j.spec.source.auth = extra.spec.source.auth;
+        j.spec.source.tls = extra.spec.source.tls;
+        j
+    };
+    let secrets_of = || LocalSecrets {
+        dir: Some(secrets.path().into()),
+    };
+    let (report, progress) = run(&with_auth("signed", "aws"), secrets_of(), 4).await;
+    let report = report.expect("signed requests over TLS export everything");
+    assert!(progress.requests() > 0);
+    assert_exact(
+        &spec,
+        exported_ids(out.path(), &format!("signed/{}", report.run_id)).await,
+    );
+
+    let (report, _) = run(&with_auth("wrongly-signed", "aws-wrong"), secrets_of(), 2).await;
+    let err = report
+        .expect_err("a wrong secret key is refused")
+        .to_string();
+    assert!(
+        !err.contains("not-the-secret-999"),
+        "the secret leaked: {err}"
+    );
+    assert!(
+        err.contains("403")
+            || err.to_lowercase().contains("signature")
+            || err.contains("authentication"),
+        "{err}"
+    );
     sim.shutdown().await;
 }

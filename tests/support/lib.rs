@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType, TimestampNanosecondType};
+use arrow_array::types::{
+    Float64Type, Int64Type, TimestampMillisecondType, TimestampNanosecondType,
+};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use bytes::Bytes;
@@ -33,15 +35,16 @@ pub fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Path of a workspace binary, built once per test process (`cargo build` is a no-op when
-/// it is up to date).
+/// Path of a workspace binary. `scripts/test.sh` builds them before the tests; otherwise the
+/// first call builds them, with the same workspace-wide feature resolution as the tests, so
+/// nothing is compiled twice.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
             .current_dir(repo_root())
-            .args(["build", "-q", "-p", "spillway", "--bin", "spillway"])
+            .args(["build", "-q", "--workspace", "--bins"])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the spillway binary failed");
@@ -140,7 +143,12 @@ pub async fn read_run(storage: &dyn Storage, run_dir: &str) -> (Manifest, Vec<(S
             .expect("get data file")
             .unwrap_or_else(|| panic!("{} listed in the manifest is missing", f.key));
         assert_eq!(body.len() as u64, f.bytes, "size of {}", f.key);
-        assert_eq!(hex::encode(Sha256::digest(&body)), f.sha256, "sha256 of {}", f.key);
+        assert_eq!(
+            hex::encode(Sha256::digest(&body)),
+            f.sha256,
+            "sha256 of {}",
+            f.key
+        );
         files.push((f.key.clone(), body));
     }
     (manifest, files)

@@ -77,7 +77,8 @@ mod tests {
                 continue;
             }
             assert!(
-                m.contains_key("type") || m.contains_key("x-kubernetes-preserve-unknown-fields")
+                m.contains_key("type")
+                    || m.contains_key("x-kubernetes-preserve-unknown-fields")
                     || m.contains_key("x-kubernetes-int-or-string"),
                 "schema node {path} has no type: {node}"
             );

@@ -38,7 +38,11 @@ pub fn data_file(shard: &ShardSpec, format: Format, compression: Compression) ->
         "part-{}.{}{}",
         shard.id,
         format.extension(),
-        if format == Format::Parquet { "" } else { compression.file_suffix() }
+        if format == Format::Parquet {
+            ""
+        } else {
+            compression.file_suffix()
+        }
     );
     match &shard.partition {
         Some(p) => format!("data/{p}/{name}"),

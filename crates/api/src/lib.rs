@@ -14,11 +14,11 @@ pub mod spec;
 pub mod status;
 pub mod validate;
 
+pub use doc::DocRef;
 pub use messages::{
     JobRef, MESSAGE_VERSION, OutputFile, ShardMarker, ShardOutcome, ShardResult, ShardTask,
     SnapshotRef,
 };
-pub use doc::DocRef;
 pub use plan::{Plan, ShardSpec, SliceRef, TimeWindow};
 pub use spec::*;
 pub use status::{Condition, ExportJobStatus, Phase};

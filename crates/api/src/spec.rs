@@ -29,8 +29,16 @@ use crate::status::ExportJobStatus;
     doc = "An export of documents out of an OpenSearch or Elasticsearch cluster into files on shared storage.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress"),
-    printcolumn(name = "Docs", type_ = "integer", json_path = ".status.documents.exported"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Docs",
+        type_ = "integer",
+        json_path = ".status.documents.exported"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("(has(self.source) == has(oldSelf.source)) && (!has(self.source) || self.source == oldSelf.source) && (has(self.timeRange) == has(oldSelf.timeRange)) && (!has(self.timeRange) || self.timeRange == oldSelf.timeRange) && (has(self.sharding) == has(oldSelf.sharding)) && (!has(self.sharding) || self.sharding == oldSelf.sharding) && (has(self.output) == has(oldSelf.output)) && (!has(self.output) || self.output == oldSelf.output) && (has(self.retry) == has(oldSelf.retry)) && (!has(self.retry) || self.retry == oldSelf.retry) && (has(self.onSnapshotLoss) == has(oldSelf.onSnapshotLoss)) && (!has(self.onSnapshotLoss) || self.onSnapshotLoss == oldSelf.onSnapshotLoss)").message("only spec.suspend, spec.parallelism and spec.ttlSecondsAfterFinished of an ExportJob may change; to export something else, create a new ExportJob"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -186,7 +194,9 @@ pub struct AwsSigV4Auth {
     pub secret_ref: Option<SecretRef>,
 }
 
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AwsService {
     #[default]
@@ -314,7 +324,9 @@ fn default_part_size() -> u64 {
     8 << 20
 }
 
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     #[default]
@@ -335,7 +347,9 @@ impl Format {
 }
 
 /// Compression. For Parquet it is the column codec; for NDJSON and CSV the whole file's.
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     None,
@@ -357,7 +371,9 @@ impl Compression {
     }
 }
 
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PartitionBy {
     #[default]
@@ -454,7 +470,9 @@ impl Default for RetrySpec {
     }
 }
 
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
 pub enum OnSnapshotLoss {
     /// Fail the job, naming the lost snapshot.
     #[default]

@@ -9,7 +9,9 @@ use crate::spec::{Compression, ExportJob, ExportJobSpec, Format};
 pub enum SpecError {
     #[error("{0}")]
     Parse(String),
-    #[error("this file is a {found}, not an ExportJob (apiVersion spillway.dev/v1alpha1, kind ExportJob)")]
+    #[error(
+        "this file is a {found}, not an ExportJob (apiVersion spillway.dev/v1alpha1, kind ExportJob)"
+    )]
     WrongKind { found: String },
     #[error("invalid ExportJob: {}", .0.join("; "))]
     Invalid(Vec<String>),
@@ -19,9 +21,12 @@ const API_VERSION: &str = "spillway.dev/v1alpha1";
 
 /// Parses one ExportJob manifest (the same YAML `kubectl apply` takes) and validates it.
 pub fn load_job_yaml(text: &str) -> Result<ExportJob, SpecError> {
-    let value: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse(format!("not valid YAML: {e}")))?;
-    let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
+        .map_err(|e| SpecError::Parse(format!("not valid YAML: {e}")))?;
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
     let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
     if api_version != API_VERSION || kind != "ExportJob" {
         return Err(SpecError::WrongKind {
@@ -32,9 +37,8 @@ pub fn load_job_yaml(text: &str) -> Result<ExportJob, SpecError> {
             },
         });
     }
-    let job: ExportJob = serde_yaml_ng::from_value(value).map_err(|e| {
-        SpecError::Parse(format!("invalid ExportJob: {e}"))
-    })?;
+    let job: ExportJob = serde_yaml_ng::from_value(value)
+        .map_err(|e| SpecError::Parse(format!("invalid ExportJob: {e}")))?;
     if job.metadata.name.as_deref().unwrap_or("").is_empty() {
         return Err(SpecError::Invalid(vec!["metadata.name is required".into()]));
     }
@@ -47,7 +51,10 @@ pub fn validate_spec(spec: &ExportJobSpec) -> Result<(), SpecError> {
     let mut errs = Vec::new();
     let src = &spec.source;
     if !(src.url.starts_with("http://") || src.url.starts_with("https://")) {
-        errs.push(format!("source.url {:?} must start with http:// or https://", redact_url(&src.url)));
+        errs.push(format!(
+            "source.url {:?} must start with http:// or https://",
+            redact_url(&src.url)
+        ));
     }
     if src.indices.is_empty() || src.indices.iter().any(|i| i.trim().is_empty()) {
         errs.push("source.indices needs at least one non-empty index, alias or pattern".into());
@@ -64,10 +71,14 @@ pub fn validate_spec(spec: &ExportJobSpec) -> Result<(), SpecError> {
         ));
     }
     if let Some(auth) = &src.auth {
-        let n = [auth.basic.is_some(), auth.api_key.is_some(), auth.aws_sig_v4.is_some()]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let n = [
+            auth.basic.is_some(),
+            auth.api_key.is_some(),
+            auth.aws_sig_v4.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
         if n > 1 {
             errs.push("source.auth takes one of basic, apiKey or awsSigV4".into());
         }
@@ -95,7 +106,10 @@ pub fn validate_spec(spec: &ExportJobSpec) -> Result<(), SpecError> {
         ));
     }
     if !(1..=1024).contains(&sh.max_slices) {
-        errs.push(format!("sharding.maxSlices {} must be between 1 and 1024", sh.max_slices));
+        errs.push(format!(
+            "sharding.maxSlices {} must be between 1 and 1024",
+            sh.max_slices
+        ));
     }
     let out = &spec.output;
     match (&out.destination.s3, &out.destination.volume) {
@@ -104,7 +118,10 @@ pub fn validate_spec(spec: &ExportJobSpec) -> Result<(), SpecError> {
         }
         (Some(s3), None) => {
             if s3.bucket.len() < 3 {
-                errs.push("output.destination.s3.bucket must be a bucket name (3 characters or more)".into());
+                errs.push(
+                    "output.destination.s3.bucket must be a bucket name (3 characters or more)"
+                        .into(),
+                );
             }
         }
         (None, Some(v)) => {
@@ -128,7 +145,11 @@ pub fn validate_spec(spec: &ExportJobSpec) -> Result<(), SpecError> {
     if spec.ttl_seconds_after_finished.is_some_and(|t| t < 0) {
         errs.push("ttlSecondsAfterFinished must not be negative".into());
     }
-    if errs.is_empty() { Ok(()) } else { Err(SpecError::Invalid(errs)) }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(SpecError::Invalid(errs))
+    }
 }
 
 /// Parses `500ms`, `90s`, `10m`, `1h`, `1d` into milliseconds.
@@ -207,7 +228,10 @@ spec:
     #[test]
     fn wrong_kind_is_refused() {
         let bad = GOOD.replace("kind: ExportJob", "kind: Deployment");
-        assert!(matches!(load_job_yaml(&bad), Err(SpecError::WrongKind { .. })));
+        assert!(matches!(
+            load_job_yaml(&bad),
+            Err(SpecError::WrongKind { .. })
+        ));
     }
 
     #[test]

@@ -62,5 +62,8 @@ fn readme_documents_every_spec_field() {
         .iter()
         .filter(|p| !readme.contains(&format!("`{p}`")))
         .collect();
-    assert!(missing.is_empty(), "README.md does not document: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "README.md does not document: {missing:?}"
+    );
 }

@@ -29,8 +29,11 @@ pub async fn source_config(
             cfg.auth = Auth::ApiKey(secrets.get(&k.secret_ref.name, &k.key).await?);
         } else if let Some(s) = &auth.aws_sig_v4 {
             cfg.auth = Auth::SigV4 {
-                credentials: aws_credentials(s.secret_ref.as_ref().map(|r| r.name.as_str()), secrets)
-                    .await?,
+                credentials: aws_credentials(
+                    s.secret_ref.as_ref().map(|r| r.name.as_str()),
+                    secrets,
+                )
+                .await?,
                 region: s.region.clone(),
                 service: s.service.as_str().to_string(),
             };
@@ -75,7 +78,9 @@ pub async fn open_storage(
     secrets: &dyn SecretResolver,
 ) -> Result<Arc<dyn Storage>, EngineError> {
     let creds = match &output.destination.s3 {
-        Some(s3) => Some(aws_credentials(s3.secret_ref.as_ref().map(|r| r.name.as_str()), secrets).await?),
+        Some(s3) => {
+            Some(aws_credentials(s3.secret_ref.as_ref().map(|r| r.name.as_str()), secrets).await?)
+        }
         None => None,
     };
     Ok(storage::open_output(output, creds).await?)
@@ -85,7 +90,11 @@ pub async fn open_storage(
 pub fn uri_of(dest: &Destination, key: &str) -> String {
     match (&dest.s3, &dest.volume) {
         (Some(s3), _) => format!("s3://{}/{}", s3.bucket, key.trim_start_matches('/')),
-        (None, Some(v)) => format!("{}/{}", v.path.trim_end_matches('/'), key.trim_start_matches('/')),
+        (None, Some(v)) => format!(
+            "{}/{}",
+            v.path.trim_end_matches('/'),
+            key.trim_start_matches('/')
+        ),
         (None, None) => key.to_string(),
     }
 }

@@ -21,8 +21,8 @@ use spillway_api::manifest::{MANIFEST_VERSION, Manifest, ManifestSource};
 use spillway_api::plan::PLAN_VERSION;
 use spillway_api::validate::{parse_duration_ms, redact_url, validate_spec};
 use spillway_api::{
-    ExportJob, JobRef, MESSAGE_VERSION, OnSnapshotLoss, Plan, ShardMarker, ShardOutcome,
-    ShardSpec, ShardTask, SnapshotRef, TimeWindow, layout,
+    ExportJob, JobRef, MESSAGE_VERSION, OnSnapshotLoss, Plan, ShardMarker, ShardOutcome, ShardSpec,
+    ShardTask, SnapshotRef, TimeWindow, layout,
 };
 use spillway_queue::ShardQueue;
 use spillway_sink::commit;
@@ -98,17 +98,27 @@ pub async fn run_job(
     let run_id = opts.run_id.clone().unwrap_or_else(|| derive_run_id(job));
     let jref = job_ref(job, &run_id);
     let storage = open_storage(&spec.output, secrets.as_ref()).await?;
-    let run_dir = layout::run_dir(destination_prefix(&spec.output.destination), &jref.name, &run_id);
+    let run_dir = layout::run_dir(
+        destination_prefix(&spec.output.destination),
+        &jref.name,
+        &run_id,
+    );
     let run_uri = uri_of(&spec.output.destination, &run_dir);
     let manifest_uri = format!("{run_uri}/{}", layout::MANIFEST);
 
-    if storage.get(&format!("{run_dir}/{}", layout::SUCCESS)).await?.is_some() {
+    if storage
+        .get(&format!("{run_dir}/{}", layout::SUCCESS))
+        .await?
+        .is_some()
+    {
         let manifest: Option<Manifest> = storage
             .get(&format!("{run_dir}/{}", layout::MANIFEST))
             .await?
             .and_then(|b| serde_json::from_slice(&b).ok());
         let m = manifest.ok_or_else(|| {
-            EngineError::Internal(format!("{run_uri} has _SUCCESS but no readable _manifest.json"))
+            EngineError::Internal(format!(
+                "{run_uri} has _SUCCESS but no readable _manifest.json"
+            ))
         })?;
         progress.shards_total.store(m.shards, Relaxed);
         progress.shards_done.store(m.shards, Relaxed);
@@ -155,9 +165,13 @@ pub async fn run_job(
     }
     if outcome.is_err() {
         match run.storage.abort_incomplete_uploads(&run.run_dir).await {
-            Ok(n) if n > 0 => tracing::info!(job = %run.jref, aborted = n, "aborted incomplete uploads"),
+            Ok(n) if n > 0 => {
+                tracing::info!(job = %run.jref, aborted = n, "aborted incomplete uploads")
+            }
             Ok(_) => {}
-            Err(e) => tracing::warn!(job = %run.jref, error = %e, "could not list incomplete uploads"),
+            Err(e) => {
+                tracing::warn!(job = %run.jref, error = %e, "could not list incomplete uploads")
+            }
         }
     }
     outcome
@@ -238,8 +252,9 @@ impl Run<'_> {
             _ => spillway_plan::plan_slices(expected, &spec.sharding),
         };
         if let Some(w) = self.window() {
-            spillway_plan::validate_plan(w, &shards)
-                .map_err(|e| EngineError::Internal(format!("the planner produced an invalid plan: {e}")))?;
+            spillway_plan::validate_plan(w, &shards).map_err(|e| {
+                EngineError::Internal(format!("the planner produced an invalid plan: {e}"))
+            })?;
         }
         Ok(Plan {
             version: PLAN_VERSION,
@@ -292,7 +307,10 @@ impl Run<'_> {
 
     async fn drive(&mut self, cancel: &CancellationToken) -> Result<JobReport, EngineError> {
         let spec = &self.job.spec;
-        let mut expected = self.client.count(&self.target(), &self.full_query()).await?;
+        let mut expected = self
+            .client
+            .count(&self.target(), &self.full_query())
+            .await?;
         let plan = match commit::read_plan(self.storage.as_ref(), &self.run_dir).await? {
             Some(p) => p,
             None => {
@@ -302,12 +320,13 @@ impl Run<'_> {
             }
         };
         let plan_ids: HashSet<&str> = plan.shards.iter().map(|s| s.id.as_str()).collect();
-        let mut done: HashMap<String, ShardMarker> = commit::read_markers(self.storage.as_ref(), &self.run_dir)
-            .await?
-            .into_iter()
-            .filter(|m| plan_ids.contains(m.shard_id.as_str()))
-            .map(|m| (m.shard_id.clone(), m))
-            .collect();
+        let mut done: HashMap<String, ShardMarker> =
+            commit::read_markers(self.storage.as_ref(), &self.run_dir)
+                .await?
+                .into_iter()
+                .filter(|m| plan_ids.contains(m.shard_id.as_str()))
+                .map(|m| (m.shard_id.clone(), m))
+                .collect();
         let resumed = done.len() as u64;
         let p = &self.progress;
         p.shards_total.store(plan.shards.len() as u64, Relaxed);
@@ -319,8 +338,11 @@ impl Run<'_> {
 
         let max_in_flight = spec.parallelism.max_concurrent_shards.max(1) as usize;
         let max_attempts = spec.retry.max_attempts.max(1);
-        let by_id: HashMap<String, ShardSpec> =
-            plan.shards.iter().map(|s| (s.id.clone(), s.clone())).collect();
+        let by_id: HashMap<String, ShardSpec> = plan
+            .shards
+            .iter()
+            .map(|s| (s.id.clone(), s.clone()))
+            .collect();
         let mut pending: VecDeque<(String, u32)> = plan
             .shards
             .iter()
@@ -331,13 +353,19 @@ impl Run<'_> {
         let mut results = self.queue.consume_results().await?;
         let mut dead = self.queue.consume_dead_tasks().await?;
         let keep_alive_ms = parse_duration_ms(&spec.source.keep_alive).unwrap_or(600_000);
-        let mut keep_alive = tokio::time::interval(Duration::from_millis((keep_alive_ms / 3).clamp(1_000, 300_000)));
+        let mut keep_alive = tokio::time::interval(Duration::from_millis(
+            (keep_alive_ms / 3).clamp(1_000, 300_000),
+        ));
         keep_alive.tick().await;
 
         loop {
             while in_flight.len() < max_in_flight {
-                let Some((id, attempt)) = pending.pop_front() else { break };
-                self.queue.publish_task(&self.task(&by_id[&id], attempt)).await?;
+                let Some((id, attempt)) = pending.pop_front() else {
+                    break;
+                };
+                self.queue
+                    .publish_task(&self.task(&by_id[&id], attempt))
+                    .await?;
                 in_flight.insert(id, attempt);
             }
             if pending.is_empty() && in_flight.is_empty() {
@@ -420,7 +448,10 @@ impl Run<'_> {
         // Guarantee 4: the files hold exactly what the snapshot holds.
         let exported: u64 = done.values().map(|m| m.docs).sum();
         if exported != expected {
-            return Err(EngineError::CountMismatch { expected, got: exported });
+            return Err(EngineError::CountMismatch {
+                expected,
+                got: exported,
+            });
         }
         let mut files = Vec::new();
         let mut bytes = 0;

@@ -17,15 +17,29 @@ pub enum EngineError {
     Queue(#[from] QueueError),
     #[error("{0}")]
     Secret(String),
-    #[error("shard {shard} is incomplete: the cluster reported {expected} documents but {got} were read (a truncated page); the shard is retried")]
-    Incomplete { shard: String, expected: u64, got: u64 },
+    #[error(
+        "shard {shard} is incomplete: the cluster reported {expected} documents but {got} were read (a truncated page); the shard is retried"
+    )]
+    Incomplete {
+        shard: String,
+        expected: u64,
+        got: u64,
+    },
     #[error("the point-in-time snapshot was lost: {0}")]
     SnapshotLost(String),
     #[error("shard {shard} failed after {attempts} attempt(s): {error}")]
-    ShardFailed { shard: String, attempts: u32, error: String },
-    #[error("shard {shard} was dead-lettered: workers stopped without answering it too many times (crash or out of memory on this shard?)")]
+    ShardFailed {
+        shard: String,
+        attempts: u32,
+        error: String,
+    },
+    #[error(
+        "shard {shard} was dead-lettered: workers stopped without answering it too many times (crash or out of memory on this shard?)"
+    )]
     DeadLettered { shard: String },
-    #[error("the snapshot holds {expected} documents for the query but the shards exported {got}; nothing was marked successful, run the job again")]
+    #[error(
+        "the snapshot holds {expected} documents for the query but the shards exported {got}; nothing was marked successful, run the job again"
+    )]
     CountMismatch { expected: u64, got: u64 },
     #[error("interrupted; run the same job again to resume from the finished shards")]
     Cancelled,

@@ -14,7 +14,7 @@ use chrono::Utc;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use spillway_api::{
-    DocRef, OutputFile, ShardMarker, ShardOutcome, ShardResult, ShardTask, MESSAGE_VERSION, layout,
+    DocRef, MESSAGE_VERSION, OutputFile, ShardMarker, ShardOutcome, ShardResult, ShardTask, layout,
 };
 use spillway_sink::commit;
 use spillway_sink::encode::{DocSchema, encoder_for};
@@ -22,10 +22,10 @@ use spillway_sink::storage::Storage;
 use spillway_source::{Client, ShardRequest, Snapshot, SnapshotKind, Target};
 use tokio_util::sync::CancellationToken;
 
+use crate::EngineError;
 use crate::connect::{destination_prefix, open_storage, source_config};
 use crate::progress::Progress;
 use crate::secrets::SecretResolver;
-use crate::EngineError;
 
 /// What a worker keeps per job: the client, the storage and the output schema.
 #[derive(Clone)]
@@ -62,7 +62,7 @@ impl Executor {
             Err(e) => {
                 tracing::warn!(job = %task.job, shard = %task.shard.id, attempt = task.attempt, error = %e, "shard failed");
                 ShardOutcome::Failed {
-                    error: format!("shard {}: {e}", task.shard.id),
+                    error: e.to_string(),
                     retryable: e.is_retryable(),
                     snapshot_lost: e.is_snapshot_lost(),
                 }
@@ -88,11 +88,18 @@ impl Executor {
         if let Some(r) = self.jobs.lock().get(&key) {
             return Ok(r.clone());
         }
-        let client = Client::connect(source_config(&task.spec, self.secrets.as_ref()).await?).await?;
+        let client =
+            Client::connect(source_config(&task.spec, self.secrets.as_ref()).await?).await?;
         let storage = open_storage(&task.spec.output, self.secrets.as_ref()).await?;
         let mapping = client.mapping(&task.spec.source.indices).await?;
-        let schema = Arc::new(DocSchema::from_mapping(&serde_json::json!({ "properties": mapping }))?);
-        let res = JobResources { client, storage, schema };
+        let schema = Arc::new(DocSchema::from_mapping(
+            &serde_json::json!({ "properties": mapping }),
+        )?);
+        let res = JobResources {
+            client,
+            storage,
+            schema,
+        };
         let mut jobs = self.jobs.lock();
         if jobs.len() >= 32 {
             jobs.clear();

@@ -8,12 +8,12 @@ use spillway_queue::ShardQueue;
 use spillway_queue::memory::MemoryQueue;
 use tokio_util::sync::CancellationToken;
 
+use crate::EngineError;
 use crate::coordinator::{CoordinatorOptions, JobReport, run_job};
 use crate::executor::Executor;
 use crate::progress::Progress;
 use crate::secrets::SecretResolver;
 use crate::worker::run_worker;
-use crate::EngineError;
 
 #[derive(Clone)]
 pub struct LocalOptions {
@@ -30,7 +30,10 @@ pub async fn run_local(job: &ExportJob, opts: LocalOptions) -> Result<JobReport,
     let max_deliveries = job.spec.retry.max_attempts.saturating_add(1);
     let memq = MemoryQueue::new(max_deliveries);
     let queue: Arc<dyn ShardQueue> = Arc::new(memq.clone());
-    let executor = Arc::new(Executor::new(opts.secrets.clone(), Some(opts.progress.clone())));
+    let executor = Arc::new(Executor::new(
+        opts.secrets.clone(),
+        Some(opts.progress.clone()),
+    ));
     let workers_cancel = opts.cancel.child_token();
     let worker = tokio::spawn(run_worker(
         queue.clone(),

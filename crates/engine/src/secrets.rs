@@ -27,7 +27,13 @@ impl LocalSecrets {
     pub fn env_name(name: &str, key: &str) -> String {
         let clean = |s: &str| {
             s.chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
                 .collect::<String>()
         };
         format!("SPILLWAY_SECRET_{}_{}", clean(name), clean(key))

@@ -84,7 +84,10 @@ pub trait ShardQueue: Send + Sync {
     /// Publishes a task; returns once the queue has it durably (publisher confirm).
     async fn publish_task(&self, task: &ShardTask) -> Result<(), QueueError>;
     /// Consumes tasks with at most `prefetch` unanswered at once.
-    async fn consume_tasks(&self, prefetch: u16) -> Result<Box<dyn Consumer<ShardTask>>, QueueError>;
+    async fn consume_tasks(
+        &self,
+        prefetch: u16,
+    ) -> Result<Box<dyn Consumer<ShardTask>>, QueueError>;
     async fn publish_result(&self, result: &ShardResult) -> Result<(), QueueError>;
     async fn consume_results(&self) -> Result<Box<dyn Consumer<ShardResult>>, QueueError>;
     /// Tasks dead-lettered after too many deliveries (a worker died on them each time).

@@ -77,7 +77,11 @@ impl MemoryQueue {
     pub fn new(max_deliveries: u32) -> Self {
         let dead = Channel::new("spillway.shards.dead", None, None);
         MemoryQueue {
-            tasks: Channel::new("spillway.shards", Some(max_deliveries.max(1)), Some(dead.clone())),
+            tasks: Channel::new(
+                "spillway.shards",
+                Some(max_deliveries.max(1)),
+                Some(dead.clone()),
+            ),
             results: Channel::new("spillway.results", None, None),
             dead,
         }
@@ -202,7 +206,10 @@ impl ShardQueue for MemoryQueue {
         });
         Ok(())
     }
-    async fn consume_tasks(&self, prefetch: u16) -> Result<Box<dyn Consumer<ShardTask>>, QueueError> {
+    async fn consume_tasks(
+        &self,
+        prefetch: u16,
+    ) -> Result<Box<dyn Consumer<ShardTask>>, QueueError> {
         Ok(self.consumer(&self.tasks, Some(prefetch)))
     }
     async fn publish_result(&self, result: &ShardResult) -> Result<(), QueueError> {
@@ -232,11 +239,26 @@ mod tests {
         .unwrap();
         ShardTask {
             version: MESSAGE_VERSION,
-            job: JobRef { namespace: None, name: "t".into(), uid: "u".into() },
+            job: JobRef {
+                namespace: None,
+                name: "t".into(),
+                uid: "u".into(),
+            },
             run_id: "r".into(),
-            snapshot: SnapshotRef { pit_id: "p".into(), flavor: Flavor::Opensearch, version: "2.19.0".into(), generation: 0 },
+            snapshot: SnapshotRef {
+                pit_id: "p".into(),
+                flavor: Flavor::Opensearch,
+                version: "2.19.0".into(),
+                generation: 0,
+            },
             spec: job.spec,
-            shard: ShardSpec { id: id.into(), window: None, slice: None, estimated_docs: 1, partition: None },
+            shard: ShardSpec {
+                id: id.into(),
+                window: None,
+                slice: None,
+                estimated_docs: 1,
+                partition: None,
+            },
             attempt: 1,
         }
     }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cluster::{DocVersion, Index};
 use crate::error::{ApiError, ApiResult};
-use crate::mapping::{Dv, FieldInfo, FieldType};
+use crate::mapping::{DvRef, FieldInfo, FieldType};
 use crate::timeval::{DateFormat, add_units, parse_time_millis, round_down};
 
 /// A document with its index.
@@ -22,28 +22,28 @@ fn first_info<'a>(docs: &[AggDoc<'a>], field: &str) -> Option<&'a FieldInfo> {
     docs.iter().find_map(|(i, _)| field_info(i, field))
 }
 
-fn values<'a>(d: &AggDoc<'a>, field: &str) -> Vec<&'a Dv> {
+fn values<'a>(d: &AggDoc<'a>, field: &str) -> Vec<DvRef<'a>> {
     match field_info(d.0, field).and_then(|i| i.slot) {
         Some(slot) => d.1.values(slot).collect(),
         None => Vec::new(),
     }
 }
 
-fn as_f64(v: &Dv) -> Option<f64> {
+fn as_f64(v: DvRef<'_>) -> Option<f64> {
     match v {
-        Dv::I(x) => Some(*x as f64),
-        Dv::U(x) => Some(*x as f64),
-        Dv::F(x) => Some(*x),
-        Dv::S(_) => None,
+        DvRef::I(x) => Some(x as f64),
+        DvRef::U(x) => Some(x as f64),
+        DvRef::F(x) => Some(x),
+        DvRef::S(_) => None,
     }
 }
 
-fn dv_json(v: &Dv) -> Value {
+fn dv_json(v: DvRef<'_>) -> Value {
     match v {
-        Dv::I(x) => json!(x),
-        Dv::U(x) => json!(x),
-        Dv::F(x) => json!(x),
-        Dv::S(s) => json!(&**s),
+        DvRef::I(x) => json!(x),
+        DvRef::U(x) => json!(x),
+        DvRef::F(x) => json!(x),
+        DvRef::S(s) => json!(s),
     }
 }
 
@@ -265,11 +265,11 @@ fn date_histogram(
     for d in docs {
         let mut keys = HashSet::new();
         for v in values(d, field) {
-            let Dv::I(raw) = v else { continue };
+            let DvRef::I(raw) = v else { continue };
             let ms = if nanos {
                 raw.div_euclid(1_000_000)
             } else {
-                *raw
+                raw
             };
             if hard_min.is_some_and(|m| ms < m) || hard_max.is_some_and(|m| ms > m) {
                 continue;

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::faults::{FaultState, Faults};
-use crate::mapping::{Dv, Mapping};
+use crate::mapping::{DvRef, Mapping, decode_dvs, encode_dvs};
 use crate::routing::{default_routing_shards, shard_for};
 use crate::search::SortedCache;
 use crate::{Config, Flavor};
@@ -29,8 +29,8 @@ pub struct DocVersion {
     pub id: Box<str>,
     /// `_source` exactly as received (minified when it came through the generator).
     pub source: Bytes,
-    /// Doc values, sorted by slot.
-    pub dv: Box<[(u32, Dv)]>,
+    /// Doc values packed by [`encode_dvs`], sorted by slot.
+    pub dv: Box<[u8]>,
     /// Seq of the write that created this version.
     pub born: u64,
     /// Seq of the write that replaced or deleted it (`u64::MAX` while current).
@@ -48,10 +48,9 @@ impl DocVersion {
 
     /// Doc values of a slot.
     #[inline]
-    pub fn values(&self, slot: u32) -> impl Iterator<Item = &Dv> {
-        let start = self.dv.partition_point(|(s, _)| *s < slot);
-        self.dv[start..]
-            .iter()
+    pub fn values(&self, slot: u32) -> impl Iterator<Item = DvRef<'_>> {
+        decode_dvs(&self.dv)
+            .skip_while(move |(s, _)| *s < slot)
             .take_while(move |(s, _)| *s == slot)
             .map(|(_, v)| v)
     }
@@ -661,7 +660,7 @@ impl State {
         if idx.mapping.apply_dynamic(parsed) {
             // new fields
         }
-        let dv = idx.mapping.extract(parsed).into_boxed_slice();
+        let dv = encode_dvs(&idx.mapping.extract(parsed));
         let id: String = id.map(str::to_string).unwrap_or_else(|| random_b64(15));
         let shard_no = idx.shard_of(routing.unwrap_or(&id));
         let copies = 1 + idx.setting_u64("number_of_replicas", 1);

@@ -11,7 +11,8 @@
 //! values, dates, date math), `mapping` (mappings and doc values), `query` (query DSL),
 //! `search` (search, PIT, scroll, rendering), `aggs`, `cluster` (state and writes), `docs`
 //! (document and bulk APIs), `admin` (index, alias, settings, cat, info APIs), `faults`,
-//! `auth`, `tls`, `server` (HTTP transport and dispatch), `datagen` (deterministic events).
+//! `auth`, `tls`, `server` (HTTP transport, SigV4 verification, dispatch), `datagen`
+//! (deterministic events).
 
 pub mod admin;
 pub mod aggs;

@@ -98,6 +98,106 @@ pub enum Dv {
     S(Box<str>),
 }
 
+impl Dv {
+    /// Borrowed view.
+    pub fn as_ref(&self) -> DvRef<'_> {
+        match self {
+            Dv::I(v) => DvRef::I(*v),
+            Dv::U(v) => DvRef::U(*v),
+            Dv::F(v) => DvRef::F(*v),
+            Dv::S(s) => DvRef::S(s),
+        }
+    }
+}
+
+/// A doc value read from a document's packed doc-value buffer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DvRef<'a> {
+    /// Integral value.
+    I(i64),
+    /// Unsigned long.
+    U(u64),
+    /// Floating point.
+    F(f64),
+    /// Keyword or IP.
+    S(&'a str),
+}
+
+impl DvRef<'_> {
+    /// Owned copy.
+    pub fn to_owned(self) -> Dv {
+        match self {
+            DvRef::I(v) => Dv::I(v),
+            DvRef::U(v) => Dv::U(v),
+            DvRef::F(v) => Dv::F(v),
+            DvRef::S(s) => Dv::S(s.into()),
+        }
+    }
+}
+
+/// Packs doc values (sorted by slot) into one buffer: per value `slot: u16`, `tag: u8`, then
+/// 8 bytes for numbers or `len: u32` + UTF-8 for strings. One allocation per document.
+pub fn encode_dvs(values: &[(u32, Dv)]) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(values.len() * 11);
+    for (slot, v) in values {
+        let Ok(slot) = u16::try_from(*slot) else {
+            continue;
+        };
+        out.extend_from_slice(&slot.to_le_bytes());
+        match v {
+            Dv::I(x) => {
+                out.push(0);
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            Dv::U(x) => {
+                out.push(1);
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            Dv::F(x) => {
+                out.push(2);
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            Dv::S(x) => {
+                out.push(3);
+                out.extend_from_slice(&(x.len() as u32).to_le_bytes());
+                out.extend_from_slice(x.as_bytes());
+            }
+        }
+    }
+    out.into_boxed_slice()
+}
+
+/// Iterates a packed doc-value buffer as `(slot, value)`.
+pub fn decode_dvs(buf: &[u8]) -> impl Iterator<Item = (u32, DvRef<'_>)> {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        if pos + 3 > buf.len() {
+            return None;
+        }
+        let slot = u32::from(u16::from_le_bytes([buf[pos], buf[pos + 1]]));
+        let tag = buf[pos + 2];
+        pos += 3;
+        let eight = |p: usize| -> [u8; 8] { buf[p..p + 8].try_into().unwrap_or([0; 8]) };
+        let v = match tag {
+            0 => DvRef::I(i64::from_le_bytes(eight(pos))),
+            1 => DvRef::U(u64::from_le_bytes(eight(pos))),
+            2 => DvRef::F(f64::from_le_bytes(eight(pos))),
+            _ => {
+                let len =
+                    u32::from_le_bytes(buf[pos..pos + 4].try_into().unwrap_or([0; 4])) as usize;
+                let start = pos + 4;
+                pos = start + len;
+                return Some((
+                    slot,
+                    DvRef::S(std::str::from_utf8(&buf[start..start + len]).unwrap_or_default()),
+                ));
+            }
+        };
+        pos += 8;
+        Some((slot, v))
+    })
+}
+
 /// An index mapping.
 #[derive(Debug, Clone, Default)]
 pub struct Mapping {
@@ -509,6 +609,21 @@ mod tests {
         let tags_slot = m.fields["tags.keyword"].slot.unwrap();
         assert_eq!(dvs.iter().filter(|(s, _)| *s == tags_slot).count(), 2);
         assert!(!m.apply_dynamic(&doc));
+    }
+
+    #[test]
+    fn packed_doc_values_round_trip() {
+        let vals = vec![
+            (0, Dv::I(-5)),
+            (0, Dv::I(7)),
+            (3, Dv::S("zürich".into())),
+            (4, Dv::F(1.5)),
+            (9, Dv::U(u64::MAX)),
+        ];
+        let buf = encode_dvs(&vals);
+        let back: Vec<(u32, Dv)> = decode_dvs(&buf).map(|(s, v)| (s, v.to_owned())).collect();
+        assert_eq!(back, vals);
+        assert_eq!(decode_dvs(&[]).count(), 0);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::cluster::{DocVersion, wildcard_match};
 use crate::error::{ApiError, ApiResult};
-use crate::mapping::{Dv, FieldInfo, FieldType, Mapping, to_dv};
+use crate::mapping::{Dv, DvRef, FieldInfo, FieldType, Mapping, to_dv};
 use crate::timeval::{DateFormat, parse_date_math};
 
 /// A parsed query.
@@ -399,6 +399,26 @@ pub fn tokenize(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Marks which of the (lower-case) `wanted` tokens occur in `text`, without allocating for
+/// tokens that are already lower case.
+fn mark_tokens(text: &str, wanted: &[String], found: &mut [bool]) {
+    for tok in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+    {
+        let lower = if tok.chars().any(char::is_uppercase) {
+            std::borrow::Cow::Owned(tok.to_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(tok)
+        };
+        for (i, w) in wanted.iter().enumerate() {
+            if !found[i] && *w == *lower {
+                found[i] = true;
+            }
+        }
+    }
+}
+
 fn value_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -407,38 +427,38 @@ fn value_text(v: &Value) -> String {
 }
 
 /// Compares doc values of the same kind (numbers across kinds).
-pub fn dv_cmp(a: &Dv, b: &Dv) -> std::cmp::Ordering {
+pub fn dv_cmp(a: DvRef<'_>, b: DvRef<'_>) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     match (a, b) {
-        (Dv::I(x), Dv::I(y)) => x.cmp(y),
-        (Dv::U(x), Dv::U(y)) => x.cmp(y),
-        (Dv::S(x), Dv::S(y)) => x.cmp(y),
-        (Dv::S(_), _) => Ordering::Greater,
-        (_, Dv::S(_)) => Ordering::Less,
-        (Dv::I(x), Dv::U(y)) => {
-            if *x < 0 {
+        (DvRef::I(x), DvRef::I(y)) => x.cmp(&y),
+        (DvRef::U(x), DvRef::U(y)) => x.cmp(&y),
+        (DvRef::S(x), DvRef::S(y)) => x.cmp(y),
+        (DvRef::S(_), _) => Ordering::Greater,
+        (_, DvRef::S(_)) => Ordering::Less,
+        (DvRef::I(x), DvRef::U(y)) => {
+            if x < 0 {
                 Ordering::Less
             } else {
-                (*x as u64).cmp(y)
+                (x as u64).cmp(&y)
             }
         }
-        (Dv::U(x), Dv::I(y)) => {
-            if *y < 0 {
+        (DvRef::U(x), DvRef::I(y)) => {
+            if y < 0 {
                 Ordering::Greater
             } else {
-                x.cmp(&(*y as u64))
+                x.cmp(&(y as u64))
             }
         }
         (x, y) => num(x).partial_cmp(&num(y)).unwrap_or(Ordering::Equal),
     }
 }
 
-fn num(d: &Dv) -> f64 {
+fn num(d: DvRef<'_>) -> f64 {
     match d {
-        Dv::I(v) => *v as f64,
-        Dv::U(v) => *v as f64,
-        Dv::F(v) => *v,
-        Dv::S(_) => f64::NAN,
+        DvRef::I(v) => v as f64,
+        DvRef::U(v) => v as f64,
+        DvRef::F(v) => v,
+        DvRef::S(_) => f64::NAN,
     }
 }
 
@@ -755,11 +775,16 @@ pub fn source_values<'a>(v: &'a Value, path: &str, out: &mut Vec<&'a Value>) {
     }
 }
 
-/// A document during evaluation, with its source parsed on first need.
+/// Top-level fields of a source, values left unparsed.
+type RawTop<'a> = std::collections::HashMap<&'a str, &'a serde_json::value::RawValue>;
+
+/// A document during evaluation, with its source parsed on first need: first only the
+/// top-level keys (values stay raw), then just the fields a predicate looks at.
 pub struct EvalDoc<'a> {
     /// The version.
     pub doc: &'a DocVersion,
     parsed: OnceCell<Value>,
+    top: OnceCell<Option<RawTop<'a>>>,
 }
 
 impl<'a> EvalDoc<'a> {
@@ -768,6 +793,7 @@ impl<'a> EvalDoc<'a> {
         Self {
             doc,
             parsed: OnceCell::new(),
+            top: OnceCell::new(),
         }
     }
 
@@ -775,6 +801,41 @@ impl<'a> EvalDoc<'a> {
     pub fn source(&self) -> &Value {
         self.parsed
             .get_or_init(|| serde_json::from_slice(&self.doc.source).unwrap_or(Value::Null))
+    }
+
+    /// Values at a dotted path (arrays flattened), parsing only the top-level entries the
+    /// path can start with.
+    pub fn path_values(&self, path: &str) -> Vec<Value> {
+        // keys with escapes cannot be borrowed: those sources take the full parse
+        let top = self
+            .top
+            .get_or_init(|| serde_json::from_slice::<RawTop<'a>>(&self.doc.source).ok());
+        let mut out = Vec::new();
+        match top {
+            Some(top) => {
+                let mut push = |raw: &serde_json::value::RawValue, rest: &str| {
+                    if let Ok(v) = serde_json::from_str::<Value>(raw.get()) {
+                        let mut refs = Vec::new();
+                        source_values(&v, rest, &mut refs);
+                        out.extend(refs.into_iter().cloned());
+                    }
+                };
+                if let Some(raw) = top.get(path) {
+                    push(raw, "");
+                }
+                for (i, _) in path.match_indices('.') {
+                    if let Some(raw) = top.get(&path[..i]) {
+                        push(raw, &path[i + 1..]);
+                    }
+                }
+            }
+            None => {
+                let mut refs = Vec::new();
+                source_values(self.source(), path, &mut refs);
+                out.extend(refs.into_iter().cloned());
+            }
+        }
+        out
     }
 }
 
@@ -789,41 +850,49 @@ impl Pred {
                 let mut vals = d.doc.values(*slot).peekable();
                 match test {
                     DvTest::Exists => vals.peek().is_some(),
-                    DvTest::In(set) => vals.any(|v| set.iter().any(|s| dv_cmp(v, s).is_eq())),
+                    DvTest::In(set) => {
+                        vals.any(|v| set.iter().any(|s| dv_cmp(v, s.as_ref()).is_eq()))
+                    }
                     DvTest::EqIgnoreCase(s) => {
-                        vals.any(|v| matches!(v, Dv::S(x) if x.eq_ignore_ascii_case(s)))
+                        vals.any(|v| matches!(v, DvRef::S(x) if x.eq_ignore_ascii_case(s)))
                     }
                     DvTest::Range { lo, hi } => vals.any(|v| {
                         let lo_ok = lo.as_ref().is_none_or(|(b, inc)| {
-                            let c = dv_cmp(v, b);
+                            let c = dv_cmp(v, b.as_ref());
                             c.is_gt() || (*inc && c.is_eq())
                         });
                         let hi_ok = hi.as_ref().is_none_or(|(b, inc)| {
-                            let c = dv_cmp(v, b);
+                            let c = dv_cmp(v, b.as_ref());
                             c.is_lt() || (*inc && c.is_eq())
                         });
                         lo_ok && hi_ok
                     }),
                     DvTest::Prefix(p) => {
-                        vals.any(|v| matches!(v, Dv::S(x) if x.starts_with(p.as_str())))
+                        vals.any(|v| matches!(v, DvRef::S(x) if x.starts_with(p.as_str())))
                     }
                     DvTest::Wildcard(p) => {
-                        vals.any(|v| matches!(v, Dv::S(x) if wildcard_match(p, x)))
+                        vals.any(|v| matches!(v, DvRef::S(x) if wildcard_match(p, x)))
                     }
                 }
             }
             Pred::Src { path, test } => {
-                let mut vals = Vec::new();
-                source_values(d.source(), path, &mut vals);
+                let vals = d.path_values(path);
                 match test {
                     SrcTest::Exists => vals.iter().any(|v| !v.is_null()),
                     SrcTest::Tokens { tokens, and } => {
-                        let have: HashSet<String> =
-                            vals.iter().flat_map(|v| tokenize(&value_text(v))).collect();
+                        let wanted: Vec<String> = tokens.iter().map(|t| t.to_lowercase()).collect();
+                        let mut found = vec![false; wanted.len()];
+                        for v in &vals {
+                            let text = match v {
+                                Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                                other => std::borrow::Cow::Owned(value_text(other)),
+                            };
+                            mark_tokens(&text, &wanted, &mut found);
+                        }
                         if *and {
-                            tokens.iter().all(|t| have.contains(&t.to_lowercase()))
+                            found.iter().all(|f| *f)
                         } else {
-                            tokens.iter().any(|t| have.contains(&t.to_lowercase()))
+                            found.iter().any(|f| *f)
                         }
                     }
                     SrcTest::Prefix(p) => vals
@@ -860,7 +929,7 @@ mod tests {
         DocVersion {
             id: id.into(),
             source: Bytes::from(serde_json::to_vec(&src).unwrap()),
-            dv: m.extract(&src).into_boxed_slice(),
+            dv: crate::mapping::encode_dvs(&m.extract(&src)),
             born: 0,
             died: u64::MAX,
             version: 1,
@@ -906,7 +975,7 @@ mod tests {
             &d
         ));
         assert!(
-            eval(json!({"range": {"ts": {"lt": "now"}}}), &m, &d) == false,
+            !eval(json!({"range": {"ts": {"lt": "now"}}}), &m, &d),
             "now is 2023-11"
         );
         assert!(eval(json!({"match": {"msg": "brave"}}), &m, &d));
@@ -946,5 +1015,33 @@ mod tests {
             &d
         ));
         assert!(Query::parse(&json!({"nope": {}})).is_err());
+    }
+
+    #[test]
+    fn path_values_parse_only_what_is_needed() {
+        let m = Mapping::default();
+        let d = doc(
+            &m,
+            "x",
+            json!({"o": {"k": [1, {"z": 2}], "t": "a"}, "a.b": "dotted", "arr": [{"v": 1}, {"v": 2}]}),
+        );
+        let e = EvalDoc::new(&d);
+        assert_eq!(e.path_values("o.t"), vec![json!("a")]);
+        assert_eq!(e.path_values("a.b"), vec![json!("dotted")]);
+        assert_eq!(e.path_values("arr.v"), vec![json!(1), json!(2)]);
+        assert!(e.path_values("missing").is_empty());
+        // a key with an escape cannot be borrowed: falls back to the full parse
+        let raw = DocVersion {
+            id: "y".into(),
+            source: Bytes::from_static(br#"{"q\"k":1,"msg":"hello world"}"#),
+            dv: Box::new([]),
+            born: 0,
+            died: u64::MAX,
+            version: 1,
+        };
+        assert_eq!(
+            EvalDoc::new(&raw).path_values("msg"),
+            vec![json!("hello world")]
+        );
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cluster::{Cluster, DocVersion, Index, SnapTarget, State, wildcard_match};
 use crate::error::{ApiError, ApiResult};
-use crate::mapping::{Dv, FieldType};
+use crate::mapping::{Dv, DvRef, FieldType};
 use crate::query::{EvalDoc, Query, dv_cmp, query_dv};
 use crate::routing::{ShardSlice, Slice, id_in_hash_slice};
 use crate::timeval::DateFormat;
@@ -850,7 +850,7 @@ fn cmp_key(a: &Option<Dv>, b: &Option<Dv>, desc: bool, missing_last: bool) -> Or
             }
         }
         (Some(x), Some(y)) => {
-            let o = dv_cmp(x, y);
+            let o = dv_cmp(x.as_ref(), y.as_ref());
             if desc { o.reverse() } else { o }
         }
     }
@@ -1186,7 +1186,7 @@ impl Cluster {
                             SortSpec::Doc { .. } => Some(Dv::I(ord as i64)),
                             SortSpec::ShardDoc { .. } => Some(Dv::I(sd as i64)),
                             SortSpec::Field { desc, .. } => {
-                                let mut best: Option<&Dv> = None;
+                                let mut best: Option<DvRef<'_>> = None;
                                 if let Some(slot) = slot {
                                     for v in doc.values(*slot) {
                                         best = match best {
@@ -1202,7 +1202,7 @@ impl Cluster {
                                         };
                                     }
                                 }
-                                best.cloned().or_else(|| subst.clone())
+                                best.map(DvRef::to_owned).or_else(|| subst.clone())
                             }
                         })
                         .collect();
@@ -1497,32 +1497,32 @@ fn docvalue_json(
     let vals: Vec<Value> = doc
         .values(slot)
         .map(|v| match (v, format) {
-            (Dv::I(x), _) if info.ty.is_date() => {
+            (DvRef::I(x), _) if info.ty.is_date() => {
                 let f = format
                     .filter(|f| *f != "use_field_mapping")
                     .map(DateFormat::new)
                     .unwrap_or_else(|| info.format.clone());
                 json!(if info.ty == FieldType::DateNanos {
-                    f.format_nanos(i128::from(*x))
+                    f.format_nanos(i128::from(x))
                 } else {
-                    f.format_millis(*x)
+                    f.format_millis(x)
                 })
             }
-            (Dv::I(x), _) if info.ty == FieldType::Boolean => json!(*x == 1),
+            (DvRef::I(x), _) if info.ty == FieldType::Boolean => json!(x == 1),
             (v, Some(f)) if f.starts_with('#') || f.starts_with('0') => {
                 let decimals = f.split_once('.').map(|(_, d)| d.len()).unwrap_or(0);
                 let n = match v {
-                    Dv::I(x) => *x as f64,
-                    Dv::U(x) => *x as f64,
-                    Dv::F(x) => *x,
-                    Dv::S(s) => return json!(&**s),
+                    DvRef::I(x) => x as f64,
+                    DvRef::U(x) => x as f64,
+                    DvRef::F(x) => x,
+                    DvRef::S(s) => return json!(s),
                 };
                 json!(format!("{n:.decimals$}"))
             }
-            (Dv::I(x), _) => json!(x),
-            (Dv::U(x), _) => json!(x),
-            (Dv::F(x), _) => json!(x),
-            (Dv::S(s), _) => json!(&**s),
+            (DvRef::I(x), _) => json!(x),
+            (DvRef::U(x), _) => json!(x),
+            (DvRef::F(x), _) => json!(x),
+            (DvRef::S(s), _) => json!(s),
         })
         .collect();
     if vals.is_empty() {

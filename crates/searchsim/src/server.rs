@@ -246,7 +246,7 @@ impl Cluster {
         let mut reply = self
             .handle_inner(&method, path, &segs, &params, kind, auth_header, &body)
             .await;
-        if flavor == Flavor::Elasticsearch {
+        if flavor == Flavor::Elasticsearch && version_at_least(self.version(), 7, 14) {
             reply
                 .headers
                 .push(("X-elastic-product".into(), "Elasticsearch".into()));

@@ -36,7 +36,10 @@ pub struct DemoArgs {
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !["parquet", "ndjson", "csv"].contains(&args.format.as_str()) {
-        bail!("--format must be parquet, ndjson or csv, not {:?}", args.format);
+        bail!(
+            "--format must be parquet, ndjson or csv, not {:?}",
+            args.format
+        );
     }
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
@@ -105,7 +108,10 @@ spec:
         args.workers,
         Arc::new(LocalSecrets::default()),
         // A fresh run each time: the embedded cluster is new data every time.
-        Some(format!("demo-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"))),
+        Some(format!(
+            "demo-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S")
+        )),
         true,
     )
     .await?;
@@ -133,7 +139,11 @@ spec:
     println!("Read it with DuckDB:");
     println!(
         "  duckdb -c \"SELECT service, count(*) FROM read_{fmt}('{data}/*/*.{ext}', hive_partitioning=true) GROUP BY 1\"",
-        fmt = if args.format == "ndjson" { "json_auto" } else { args.format.as_str() },
+        fmt = if args.format == "ndjson" {
+            "json_auto"
+        } else {
+            args.format.as_str()
+        },
         ext = match args.format.as_str() {
             "parquet" => "parquet",
             "ndjson" => "ndjson.zst",

@@ -19,9 +19,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read {}", args.job.display()))?;
     let job = spillway_api::load_job_yaml(&text)
         .with_context(|| format!("{} is not a valid ExportJob", args.job.display()))?;
-    let secrets = Arc::new(LocalSecrets { dir: args.secrets_dir.clone() });
-    let (report, elapsed) =
-        execute(&job, args.workers, secrets, args.run_id.clone(), !args.no_progress).await?;
+    let secrets = Arc::new(LocalSecrets {
+        dir: args.secrets_dir.clone(),
+    });
+    let (report, elapsed) = execute(
+        &job,
+        args.workers,
+        secrets,
+        args.run_id.clone(),
+        !args.no_progress,
+    )
+    .await?;
     print_report(&report, elapsed);
     Ok(ExitCode::SUCCESS)
 }
@@ -79,7 +87,10 @@ pub fn print_report(report: &JobReport, elapsed: Duration) {
             secs,
             report.documents as f64 / secs,
             if report.resumed_shards > 0 {
-                format!(", {} shards reused from an earlier run", report.resumed_shards)
+                format!(
+                    ", {} shards reused from an earlier run",
+                    report.resumed_shards
+                )
             } else {
                 String::new()
             }
@@ -127,5 +138,9 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
