@@ -71,11 +71,21 @@ fn spec() -> DataSpec {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heavy_killed_run_resumes_from_finished_shards() {
+/// A slowed-down cluster and a `spillway run` child that has committed at least `shards`
+/// shards of a 40,000-document job (so it is mid-way when the caller stops it).
+struct MidRun {
+    sim: searchsim::RunningSim,
+    spec: DataSpec,
+    _dir: tempfile::TempDir,
+    out: std::path::PathBuf,
+    job: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+async fn start_mid_run(name: &str, shards: usize) -> MidRun {
     let spec = spec();
     let (sim, _) = sim_with(Config::opensearch_3(), &spec).await;
-    // Slow the cluster down so the first run is still busy when it is killed.
+    // Slow the cluster down so the run is still busy when it is stopped.
     sim.cluster()
         .set_faults(Faults {
             latency_ms: 40,
@@ -86,28 +96,48 @@ async fn heavy_killed_run_resumes_from_finished_shards() {
     let out = dir.path().join("out");
     let job = write_job(
         dir.path(),
-        "resume",
-        &job_text("resume", &sim.url(), "\"logs-*\"", MARCH, &out, ""),
+        name,
+        &job_text(name, &sim.url(), "\"logs-*\"", MARCH, &out, ""),
     );
     let mut child = Command::new(bin("spillway"))
         .args(["run", "--workers", "2", "--no-progress"])
         .arg(&job)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spillway starts");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while markers(&out) < 3 {
+    while markers(&out) < shards {
         assert!(
             Instant::now() < deadline,
             "no shard finished within 2 minutes"
         );
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the first run ended before it was killed"
+            "the run ended before it was stopped"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    MidRun {
+        sim,
+        spec,
+        _dir: dir,
+        out,
+        job,
+        child,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_killed_run_resumes_from_finished_shards() {
+    let MidRun {
+        sim,
+        spec,
+        _dir,
+        out,
+        job,
+        mut child,
+    } = start_mid_run("resume", 3).await;
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
     let finished = markers(&out);
@@ -351,36 +381,13 @@ async fn bad_input_fails_with_one_clear_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_ctrl_c_stops_cleanly_and_closes_the_snapshot() {
-    let spec = spec();
-    let (sim, _) = sim_with(Config::opensearch_3(), &spec).await;
-    sim.cluster()
-        .set_faults(Faults {
-            latency_ms: 30,
-            ..Default::default()
-        })
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let job = write_job(
-        dir.path(),
-        "interrupt",
-        &job_text("interrupt", &sim.url(), "\"logs-*\"", MARCH, &out, ""),
-    );
-    let child = Command::new(bin("spillway"))
-        .args(["run", "--workers", "2", "--no-progress"])
-        .arg(&job)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spillway starts");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while markers(&out) < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "no shard finished within 2 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let MidRun {
+        sim,
+        _dir,
+        out,
+        child,
+        ..
+    } = start_mid_run("interrupt", 1).await;
     assert_eq!(sim.cluster().open_pits(), 1, "the run holds one snapshot");
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
