@@ -453,7 +453,7 @@ async fn rejections_unavailability_and_latency_do_not_change_the_output() {
         "faults",
         &sim.url(),
         &spec,
-        "  sharding:\n    targetDocsPerShard: 5000\n    pageSize: 500\n",
+        "  sharding:\n    targetDocsPerShard: 5000\n    pageSize: 100\n",
         &volume_output(out.path()),
     );
     let (report, progress) = run(&j, LocalSecrets::default(), 4).await;
