@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Peak RSS and throughput of `spillway run --workers 4` exporting N generated documents to
 # zstd Parquet on S3 (SeaweedFS on 127.0.0.1), for each N given (default: 1M and 5M).
-# Memory must stay flat as the job grows (guarantee 5). Prints a Markdown table.
+# Shards have the same size at every N (SHARD_DOCS, default 100000), so a larger job means more
+# shards, not larger ones: memory must stay flat as the job grows (guarantee 5). ROW_GROUP_BYTES
+# and PART_SIZE_BYTES override the job's output settings. Prints a Markdown table.
 #
 # Usage: bench/rss.sh [DOCS ...]
 set -euo pipefail
@@ -46,10 +48,13 @@ spec:
     gte: 2024-03-01T00:00:00Z
     lt: 2024-03-31T00:00:00Z
   sharding:
-    targetDocsPerShard: 250000
+    targetDocsPerShard: ${SHARD_DOCS:-100000}
   output:
     format: parquet
     compression: zstd
+    partitionBy: none
+    rowGroupBytes: ${ROW_GROUP_BYTES:-16777216}
+    partSizeBytes: ${PART_SIZE_BYTES:-8388608}
     destination:
       s3:
         bucket: bench-rss

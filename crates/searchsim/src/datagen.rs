@@ -286,6 +286,9 @@ pub fn doc(spec: &DataSpec, i: u64) -> GeneratedDoc {
         b.extend_from_slice(format!(",\"location\":{{\"lat\":{lat},\"lon\":{lon}}}}}").as_bytes());
     }
     b.push(b'}');
+    // exact size: the store keeps this buffer for the document's lifetime, and a `Vec` with
+    // spare capacity would keep the spare bytes and a separate `Bytes` header too
+    b.shrink_to_fit();
     GeneratedDoc {
         index: index_name(spec, day),
         id,

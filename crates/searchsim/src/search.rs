@@ -872,9 +872,26 @@ fn version_at_least(v: &str, major: u32, minor: u32) -> bool {
     (a, b) >= (major, minor)
 }
 
+const ID_FIELD_DATA: &str = "Fielddata access on the _id field is disallowed, you can re-enable it by updating the dynamic cluster setting: indices.id_field_data.enabled";
+
 const TEXT_SORT: &str = "Text fields are not optimised for operations that require per-document field data like aggregations and sorting, so these operations are disabled by default. Please use a keyword field instead. Alternatively, set fielddata=true on [{}] in order to load field data by uninverting the inverted index. Note that this can use significant memory.";
 
 impl Cluster {
+    /// Whether `_id` has field data (sorting, aggregating on `_id`): the cluster setting
+    /// `indices.id_field_data.enabled`, which defaults to true on OpenSearch and
+    /// Elasticsearch 7 and to false from Elasticsearch 8.0.
+    fn id_field_data_enabled(&self, st: &State) -> bool {
+        let default = match self.flavor() {
+            crate::Flavor::OpenSearch => true,
+            crate::Flavor::Elasticsearch => !version_at_least(self.version(), 8, 0),
+        };
+        match st.cluster_setting("indices.id_field_data.enabled") {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => s.parse().unwrap_or(default),
+            _ => default,
+        }
+    }
+
     /// Validates a request against the flavor's rules before running it.
     fn validate(&self, req: &SearchRequest, has_indices_in_path: bool) -> ApiResult<Vec<SortSpec>> {
         let flavor = self.flavor();
@@ -1076,6 +1093,17 @@ impl Cluster {
                 SortSpec::Score { .. } => OutKind::Score,
                 SortSpec::Doc { .. } => OutKind::Doc,
                 SortSpec::ShardDoc { .. } => OutKind::ShardDoc,
+                SortSpec::Field { field, .. } if field == "_id" => {
+                    if !self.id_field_data_enabled(st) {
+                        return Err(ApiError::shard_failure(
+                            400,
+                            "illegal_argument_exception",
+                            ID_FIELD_DATA,
+                            indices.first().map(|i| i.name.as_str()),
+                        ));
+                    }
+                    OutKind::Str
+                }
                 SortSpec::Field {
                     field,
                     format,
@@ -1137,10 +1165,12 @@ impl Cluster {
         let want_aggs = req.aggs.is_some();
         for (ti, (t, idx)) in targets.iter().zip(&indices).enumerate() {
             let pred = req.query.compile(&idx.mapping, now);
-            // per-spec resolution for this index: (slot, missing substitute)
+            // per-spec resolution for this index: (slot, missing substitute); `_id` has
+            // neither (every document has one)
             let resolved: Vec<(Option<u32>, Option<Dv>)> = specs
                 .iter()
                 .map(|s| match s {
+                    SortSpec::Field { field, .. } if field == "_id" => (None, None),
                     SortSpec::Field { field, missing, .. } => {
                         let info = idx.mapping.fields.get(field);
                         let slot = info.and_then(|i| i.slot);
@@ -1185,6 +1215,9 @@ impl Cluster {
                             SortSpec::Score { .. } => Some(Dv::F(f64::from(score))),
                             SortSpec::Doc { .. } => Some(Dv::I(ord as i64)),
                             SortSpec::ShardDoc { .. } => Some(Dv::I(sd as i64)),
+                            SortSpec::Field { field, .. } if field == "_id" => {
+                                Some(Dv::S(doc.id.clone()))
+                            }
                             SortSpec::Field { desc, .. } => {
                                 let mut best: Option<DvRef<'_>> = None;
                                 if let Some(slot) = slot {
@@ -1248,7 +1281,15 @@ impl Cluster {
         })
     }
 
-    fn parse_after(&self, cache: &SortedCache, after: &[Value]) -> ApiResult<Vec<Option<Dv>>> {
+    /// Parses `search_after` values against the cached sort; `st` is the state the caller
+    /// already holds (never locked again here: a second read lock behind a waiting writer
+    /// would deadlock).
+    fn parse_after(
+        &self,
+        st: &State,
+        cache: &SortedCache,
+        after: &[Value],
+    ) -> ApiResult<Vec<Option<Dv>>> {
         if after.len() != cache.specs.len() {
             return Err(ApiError::shard_failure(
                 400,
@@ -1309,15 +1350,10 @@ impl Cluster {
                     }
                     Value::String(s) => {
                         let fmt = match spec {
-                            SortSpec::Field { field, format, .. } => {
-                                format.as_ref().map(|f| DateFormat::new(f)).or_else(|| {
-                                    cache
-                                        .target_names
-                                        .first()
-                                        .and(None::<DateFormat>)
-                                        .or_else(|| self.field_format(cache, field))
-                                })
-                            }
+                            SortSpec::Field { field, format, .. } => format
+                                .as_ref()
+                                .map(|f| DateFormat::new(f))
+                                .or_else(|| field_format(st, cache, field)),
                             _ => None,
                         }
                         .unwrap_or_default();
@@ -1367,16 +1403,6 @@ impl Cluster {
         Ok(keys)
     }
 
-    fn field_format(&self, cache: &SortedCache, field: &str) -> Option<DateFormat> {
-        let st = self.inner.state.read();
-        cache.target_names.iter().find_map(|n| {
-            st.indices
-                .get(n)
-                .and_then(|i| i.mapping.fields.get(field))
-                .map(|i| i.format.clone())
-        })
-    }
-
     /// Returns (and caches, for PITs) the sorted matches.
     fn sorted(
         &self,
@@ -1419,6 +1445,16 @@ impl Cluster {
         self.inner.cache.lock().put(key, fresh.clone());
         Ok(fresh)
     }
+}
+
+/// The mapped date format of `field` in the first target that maps it.
+fn field_format(st: &State, cache: &SortedCache, field: &str) -> Option<DateFormat> {
+    cache.target_names.iter().find_map(|n| {
+        st.indices
+            .get(n)
+            .and_then(|i| i.mapping.fields.get(field))
+            .map(|i| i.format.clone())
+    })
 }
 
 /// Page selection and rendering options.
@@ -1894,7 +1930,7 @@ impl Cluster {
                 }
             }
         }
-        self.parse_after(cache, &fixed)
+        self.parse_after(st, cache, &fixed)
     }
 
     fn rejected_type(&self) -> &'static str {
@@ -2455,6 +2491,136 @@ mod paging_tests {
                 .skip_while(|v| v.is_some())
                 .all(Option::is_none)
         );
+    }
+
+    #[test]
+    fn sort_on_id_pages_in_byte_order_on_opensearch() {
+        let c = cluster(Config::opensearch());
+        let mut all: Vec<String> = (0..300).map(|i| format!("id{i}")).collect();
+        all.sort();
+        // plain search: sort values are the ids
+        let r = run(
+            &c,
+            Some("p"),
+            json!({"size": 3, "sort": [{"_id": "asc"}], "track_total_hits": true}),
+        );
+        assert_eq!(r["hits"]["total"]["value"], json!(300));
+        let hits = r["hits"]["hits"].as_array().unwrap();
+        assert_eq!(hits[0]["sort"], json!(["id0"]));
+        assert_eq!(hits[1]["sort"], json!(["id1"]));
+        assert_eq!(hits[2]["sort"], json!(["id10"]));
+        let pit = c
+            .open_pit(
+                "p",
+                &HashMap::from([("keep_alive".to_string(), "1m".to_string())]),
+            )
+            .unwrap();
+        let pit = pit["pit_id"].as_str().unwrap().to_string();
+        for size in [1, 7, 100] {
+            assert_eq!(page_all(&c, &pit, &json!([{"_id": "asc"}]), size), all);
+        }
+        let mut desc = all.clone();
+        desc.reverse();
+        assert_eq!(page_all(&c, &pit, &json!([{"_id": "desc"}]), 13), desc);
+        // combined with another field: k first (missing last), then _id
+        let full = run(
+            &c,
+            None,
+            json!({"pit": {"id": pit}, "size": 1000, "sort": [{"k": "asc"}, {"_id": "asc"}]}),
+        );
+        let expected: Vec<String> = full["hits"]["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(expected.len(), 300);
+        let keys: Vec<(Option<String>, String)> = full["hits"]["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["sort"][0].as_str().map(str::to_string),
+                    h["sort"][1].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort_by(|a, b| match (&a.0, &b.0) {
+            (Some(x), Some(y)) => x.cmp(y).then(a.1.cmp(&b.1)),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => a.1.cmp(&b.1),
+        });
+        assert_eq!(keys, sorted);
+        assert_eq!(
+            page_all(&c, &pit, &json!([{"k": "asc"}, {"_id": "asc"}]), 9),
+            expected
+        );
+        // slices partition the ids
+        let mut union = Vec::new();
+        for id in 0..3 {
+            let r = run(
+                &c,
+                None,
+                json!({"pit": {"id": pit}, "size": 1000, "slice": {"id": id, "max": 3}, "sort": [{"_id": "asc"}]}),
+            );
+            let ids: Vec<String> = r["hits"]["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["_id"].as_str().unwrap().to_string())
+                .collect();
+            let mut s = ids.clone();
+            s.sort();
+            assert_eq!(ids, s, "slice {id} is in _id order");
+            union.extend(ids);
+        }
+        union.sort();
+        assert_eq!(union, all);
+    }
+
+    #[test]
+    fn sort_on_id_is_refused_on_elasticsearch_8_unless_enabled() {
+        let c = cluster(Config::elasticsearch());
+        let err = c
+            .search(
+                Some("p"),
+                &HashMap::new(),
+                Some(&json!({"sort": [{"_id": "asc"}]})),
+                SearchFaults::default(),
+            )
+            .unwrap_err();
+        assert_eq!(err.status, 400);
+        assert_eq!(
+            err.body["error"]["root_cause"][0]["type"],
+            json!("illegal_argument_exception")
+        );
+        assert_eq!(
+            err.body["error"]["root_cause"][0]["reason"],
+            json!(ID_FIELD_DATA)
+        );
+        c.put_cluster_settings_api(&json!({"persistent": {"indices.id_field_data.enabled": true}}))
+            .unwrap();
+        let r = run(&c, Some("p"), json!({"size": 2, "sort": [{"_id": "asc"}]}));
+        assert_eq!(r["hits"]["hits"][0]["sort"], json!(["id0"]));
+        assert_eq!(r["hits"]["hits"][1]["sort"], json!(["id1"]));
+        // and OpenSearch refuses once the setting is turned off
+        let os = cluster(Config::opensearch());
+        os.put_cluster_settings_api(
+            &json!({"transient": {"indices": {"id_field_data": {"enabled": "false"}}}}),
+        )
+        .unwrap();
+        let err = os
+            .search(
+                Some("p"),
+                &HashMap::new(),
+                Some(&json!({"sort": [{"_id": "asc"}]})),
+                SearchFaults::default(),
+            )
+            .unwrap_err();
+        assert_eq!(err.status, 400);
     }
 
     #[test]

@@ -308,9 +308,33 @@ impl Cluster {
             short_page: decision.short_page,
             rotate_pit: decision.rotate_pit,
         };
-        let mut reply = match self.dispatch(method, path, segs, params, body, sf) {
-            Ok(r) => r,
-            Err(e) => Reply::from_error(e),
+        // Dispatch is synchronous and CPU-bound (collecting and sorting a snapshot, rendering a
+        // page) and waits on the state lock: run it on the blocking pool so the runtime's
+        // worker threads stay free to drive sockets and timers (latency faults, other
+        // connections). This matters most in-process, where the embedding program's own
+        // tasks share those workers.
+        let dispatched = {
+            let c = self.clone();
+            let (method, path, segs, params, body) = (
+                method.clone(),
+                path.to_string(),
+                segs.to_vec(),
+                params.clone(),
+                body.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                c.dispatch(&method, &path, &segs, &params, &body, sf)
+            })
+            .await
+        };
+        let mut reply = match dispatched {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Reply::from_error(e),
+            Err(e) => Reply::from_error(ApiError::new(
+                500,
+                "exception",
+                format!("searchsim failed while handling [{method} {path}]: {e}"),
+            )),
         };
         if FAULT_KINDS.contains(&kind)
             && let Some(limit) = self.faults().breaker_bytes
