@@ -1835,11 +1835,7 @@ impl Cluster {
             let key = self.next_key();
             let id = encode_ctx(SCROLL_MAGIC, key);
             let count = req.size;
-            let mut omit = 0;
-            if faults.short_page && count.min(sorted.entries.len()) > 2 {
-                omit = count.min(sorted.entries.len()) / 2;
-                self.count_fault("short_page");
-            }
+            let omit = self.short_page_omit(faults.short_page, count, sorted.entries.len());
             let body = sorted.render(
                 &st,
                 &PageOpts {
@@ -1869,19 +1865,13 @@ impl Cluster {
             return Ok((200, body));
         }
         let sorted = self.sorted(&st, None, &targets, &req, &specs)?;
-        let start = match &req.search_after {
-            Some(after) => {
-                let keys = self.parse_after_locked(&st, &sorted, after)?;
-                sorted.after_pos(&keys)
-            }
-            None => req.from,
-        };
+        let start = self.page_start(&st, &sorted, req.search_after.as_ref(), req.from)?;
         let count = req.size;
-        let mut omit = 0;
-        if faults.short_page && count.min(sorted.entries.len().saturating_sub(start)) > 2 {
-            omit = count.min(sorted.entries.len() - start) / 2;
-            self.count_fault("short_page");
-        }
+        let omit = self.short_page_omit(
+            faults.short_page,
+            count,
+            sorted.entries.len().saturating_sub(start),
+        );
         let body = sorted.render(
             &st,
             &PageOpts {
@@ -1989,19 +1979,13 @@ impl Cluster {
         let st = self.inner.state.read();
         self.index_limits(&st, &targets, req)?;
         let sorted = self.sorted(&st, Some(key), &targets, req, specs)?;
-        let start = match &req.search_after {
-            Some(after) => {
-                let keys = self.parse_after_locked(&st, &sorted, after)?;
-                sorted.after_pos(&keys)
-            }
-            None => req.from,
-        };
+        let start = self.page_start(&st, &sorted, req.search_after.as_ref(), req.from)?;
         let count = req.size;
-        let mut omit = 0;
-        if faults.short_page && count.min(sorted.entries.len().saturating_sub(start)) > 2 {
-            omit = count.min(sorted.entries.len() - start) / 2;
-            self.count_fault("short_page");
-        }
+        let omit = self.short_page_omit(
+            faults.short_page,
+            count,
+            sorted.entries.len().saturating_sub(start),
+        );
         let body = sorted.render(
             &st,
             &PageOpts {
@@ -2014,6 +1998,34 @@ impl Cluster {
             },
         );
         Ok((200, body))
+    }
+
+    /// Where a page starts: after the `search_after` key, else at `from`.
+    fn page_start(
+        &self,
+        st: &State,
+        sorted: &SortedCache,
+        search_after: Option<&Vec<Value>>,
+        from: usize,
+    ) -> ApiResult<usize> {
+        Ok(match search_after {
+            Some(after) => {
+                let keys = self.parse_after_locked(st, sorted, after)?;
+                sorted.after_pos(&keys)
+            }
+            None => from,
+        })
+    }
+
+    /// Hits the `short_page` fault leaves out of a page of `count` with `remaining` hits left
+    /// (0 when the fault did not fire or the page is too small to have a middle).
+    fn short_page_omit(&self, fired: bool, count: usize, remaining: usize) -> usize {
+        if fired && count.min(remaining) > 2 {
+            self.count_fault("short_page");
+            count.min(remaining) / 2
+        } else {
+            0
+        }
     }
 
     fn pit_keep_alive_setting(&self) -> &'static str {
