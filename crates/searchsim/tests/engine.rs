@@ -7,39 +7,13 @@ use std::collections::HashSet;
 use searchsim::{Config, RunningSim, SearchSim};
 use serde_json::{Value, json};
 
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().build().expect("client")
-}
+mod common;
+use common::{call, client};
 
 async fn start(config: Config) -> RunningSim {
     SearchSim::start(config.with_refresh_interval(None))
         .await
         .expect("start searchsim")
-}
-
-async fn call(
-    c: &reqwest::Client,
-    sim: &RunningSim,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let url = format!("{}{}", sim.url(), path);
-    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut rb = c.request(m, url);
-    if let Some(b) = body {
-        rb = rb
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = rb.send().await.expect("send");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 async fn bulk(c: &reqwest::Client, sim: &RunningSim, index: &str, docs: &[(String, Value)]) {

@@ -6,10 +6,8 @@ use std::time::{Duration, Instant};
 use searchsim::{Config, Faults, RunningSim, SearchSim};
 use serde_json::{Value, json};
 
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().build().expect("client")
-}
+mod common;
+use common::{call, client};
 
 async fn start(config: Config) -> RunningSim {
     let sim = SearchSim::start(config.with_refresh_interval(None))
@@ -31,29 +29,6 @@ async fn start(config: Config) -> RunningSim {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     sim
-}
-
-async fn call(
-    c: &reqwest::Client,
-    sim: &RunningSim,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut rb = c.request(m, format!("{}{}", sim.url(), path));
-    if let Some(b) = body {
-        rb = rb
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = rb.send().await.expect("send");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 async fn set_faults(c: &reqwest::Client, sim: &RunningSim, f: Value) {
