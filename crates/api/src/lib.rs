@@ -16,8 +16,8 @@ pub mod validate;
 
 pub use doc::DocRef;
 pub use messages::{
-    JobRef, MESSAGE_VERSION, OutputFile, ShardMarker, ShardOutcome, ShardResult, ShardTask,
-    SnapshotRef,
+    JobRef, MESSAGE_VERSION, OutputFile, RESULTS_QUEUE, ShardMarker, ShardOutcome, ShardResult,
+    ShardTask, SnapshotRef, results_queue,
 };
 pub use plan::{Plan, ShardSpec, SliceRef, TimeWindow};
 pub use spec::*;

@@ -56,6 +56,22 @@ pub struct ShardTask {
     pub shard: ShardSpec,
     /// 1 for the first delivery; the queue's delivery count is authoritative when larger.
     pub attempt: u32,
+    /// The queue the result goes to: one per run, owned by the coordinator driving it, so
+    /// coordinators sharing one worker pool never see each other's results.
+    #[serde(default = "default_reply_to")]
+    pub reply_to: String,
+}
+
+/// Results queue of messages that name none (the prefix of every per-run results queue).
+pub const RESULTS_QUEUE: &str = "spillway.results";
+
+fn default_reply_to() -> String {
+    RESULTS_QUEUE.to_string()
+}
+
+/// The results queue of one run: `spillway.results.<job uid>.<run id>`.
+pub fn results_queue(job: &JobRef, run_id: &str) -> String {
+    format!("{RESULTS_QUEUE}.{}.{run_id}", job.uid)
 }
 
 /// What a worker reports after trying a shard.
@@ -83,6 +99,16 @@ pub enum ShardOutcome {
         retryable: bool,
         /// The PIT was missing (`search_context_missing_exception`).
         snapshot_lost: bool,
+        /// The worker gave the task back to the queue for another attempt; when false the task
+        /// was dead-lettered (retries exhausted or not retryable) unless `snapshot_lost`.
+        #[serde(default)]
+        will_retry: bool,
+    },
+    /// The task reached the dead-letter queue without a worker's answer: it was delivered
+    /// more often than the queue allows (workers died or were stopped while exporting it).
+    DeadLettered {
+        /// Why the broker dead-lettered it (`delivery_limit`, `rejected`, ...).
+        reason: String,
     },
 }
 

@@ -142,6 +142,7 @@ pub async fn run_job(
     let snapshot = client
         .open_snapshot(&spec.source.indices, &spec.source.keep_alive)
         .await?;
+    let (jref_for_queue, run_id_for_queue) = (jref.clone(), run_id.clone());
     let mut run = Run {
         job,
         jref,
@@ -153,6 +154,7 @@ pub async fn run_job(
         client,
         snapshot,
         generation: 0,
+        reply_to: spillway_api::results_queue(&jref_for_queue, &run_id_for_queue),
         queue,
         progress,
         opts,
@@ -162,6 +164,13 @@ pub async fn run_job(
     // Only the coordinator closes the PIT, on every exit path.
     if let Err(e) = run.client.close_snapshot(&run.snapshot).await {
         tracing::warn!(job = %run.jref, error = %e, "could not close the snapshot; it expires on its own after keepAlive");
+    }
+    // The run's results queue is not needed once the run is over (an interrupted run keeps it:
+    // its workers' answers wait there for the resumed run).
+    if !matches!(outcome, Err(EngineError::Cancelled))
+        && let Err(e) = run.queue.delete_results(&run.reply_to).await
+    {
+        tracing::warn!(job = %run.jref, error = %e, "could not delete the run's results queue; it expires on its own");
     }
     if outcome.is_err() {
         match run.storage.abort_incomplete_uploads(&run.run_dir).await {
@@ -189,6 +198,8 @@ struct Run<'a> {
     snapshot: Snapshot,
     generation: u32,
     queue: Arc<dyn ShardQueue>,
+    /// This run's results queue.
+    reply_to: String,
     progress: Arc<Progress>,
     opts: CoordinatorOptions,
     started_at: chrono::DateTime<Utc>,
@@ -285,6 +296,7 @@ impl Run<'_> {
             spec: self.job.spec.clone(),
             shard: shard.clone(),
             attempt,
+            reply_to: self.reply_to.clone(),
         }
     }
 
@@ -337,21 +349,22 @@ impl Run<'_> {
             .store(done.values().map(|m| m.docs).sum(), Relaxed);
 
         let max_in_flight = spec.parallelism.max_concurrent_shards.max(1) as usize;
-        let max_attempts = spec.retry.max_attempts.max(1);
         let by_id: HashMap<String, ShardSpec> = plan
             .shards
             .iter()
             .map(|s| (s.id.clone(), s.clone()))
             .collect();
-        let mut pending: VecDeque<(String, u32)> = plan
+        let mut pending: VecDeque<String> = plan
             .shards
             .iter()
             .filter(|s| !done.contains_key(&s.id))
-            .map(|s| (s.id.clone(), 1))
+            .map(|s| s.id.clone())
             .collect();
-        let mut in_flight: HashMap<String, u32> = HashMap::new();
-        let mut results = self.queue.consume_results().await?;
-        let mut dead = self.queue.consume_dead_tasks().await?;
+        // Shards published under the current snapshot generation and not yet answered.
+        let mut in_flight: HashSet<String> = HashSet::new();
+        // The latest error reported for each shard, quoted when the shard is finally given up.
+        let mut last_error: HashMap<String, String> = HashMap::new();
+        let mut results = self.queue.consume_results(&self.reply_to).await?;
         let keep_alive_ms = parse_duration_ms(&spec.source.keep_alive).unwrap_or(600_000);
         let mut keep_alive = tokio::time::interval(Duration::from_millis(
             (keep_alive_ms / 3).clamp(1_000, 300_000),
@@ -360,13 +373,12 @@ impl Run<'_> {
 
         loop {
             while in_flight.len() < max_in_flight {
-                let Some((id, attempt)) = pending.pop_front() else {
+                let Some(id) = pending.pop_front() else {
                     break;
                 };
-                self.queue
-                    .publish_task(&self.task(&by_id[&id], attempt))
-                    .await?;
-                in_flight.insert(id, attempt);
+                self.queue.publish_task(&self.task(&by_id[&id], 1)).await?;
+                self.progress.shards_published.fetch_add(1, Relaxed);
+                in_flight.insert(id);
             }
             if pending.is_empty() && in_flight.is_empty() {
                 break;
@@ -379,22 +391,14 @@ impl Run<'_> {
                             self.renew_snapshot(&format!("keep-alive found the snapshot gone: {e}")).await?;
                             expected = self.client.count(&self.target(), &self.full_query()).await?;
                             self.progress.docs_expected.store(expected, Relaxed);
-                            for (id, attempt) in in_flight.drain() {
-                                pending.push_front((id, attempt));
+                            for id in in_flight.drain() {
+                                pending.push_front(id);
                             }
                         } else {
                             tracing::warn!(job = %self.jref, error = %e, "snapshot keep-alive failed; will try again");
                         }
-                    }
-                }
-                d = dead.next() => {
-                    let Some(d) = d else { return Err(EngineError::Internal("the dead-letter queue closed".into())) };
-                    let d = d?;
-                    let ours = d.message.run_id == self.run_id && d.message.job.uid == self.jref.uid;
-                    let shard = d.message.shard.id.clone();
-                    d.ack().await?;
-                    if ours && in_flight.contains_key(&shard) {
-                        return Err(EngineError::DeadLettered { shard });
+                    } else {
+                        self.progress.keep_alives.fetch_add(1, Relaxed);
                     }
                 }
                 r = results.next() => {
@@ -403,14 +407,15 @@ impl Run<'_> {
                     let res = d.message.clone();
                     d.ack().await?;
                     if res.run_id != self.run_id || res.job.uid != self.jref.uid {
-                        continue; // another job's result
+                        tracing::warn!(job = %self.jref, other = %res.job, "dropped a result of another run that reached this run's queue");
+                        continue;
                     }
-                    if res.snapshot_generation != self.generation || in_flight.get(&res.shard_id) != Some(&res.attempt) {
-                        continue; // stale: an older snapshot or a superseded attempt
+                    if res.snapshot_generation != self.generation || !in_flight.contains(&res.shard_id) {
+                        continue; // stale: an older snapshot, or a shard already answered
                     }
-                    in_flight.remove(&res.shard_id);
                     match res.outcome {
                         ShardOutcome::Completed { marker } => {
+                            in_flight.remove(&res.shard_id);
                             self.progress.shards_done.fetch_add(1, Relaxed);
                             if self.opts.count_docs_on_completion {
                                 self.progress.add_docs(marker.docs);
@@ -422,23 +427,29 @@ impl Run<'_> {
                             self.renew_snapshot(&error).await?;
                             expected = self.client.count(&self.target(), &self.full_query()).await?;
                             self.progress.docs_expected.store(expected, Relaxed);
-                            pending.push_front((res.shard_id, res.attempt));
-                            for (id, attempt) in in_flight.drain() {
-                                pending.push_front((id, attempt));
+                            for id in in_flight.drain() {
+                                pending.push_front(id);
                             }
                         }
-                        ShardOutcome::Failed { error, retryable, .. } => {
-                            if retryable && res.attempt < max_attempts {
-                                self.progress.retries.fetch_add(1, Relaxed);
-                                tracing::info!(job = %self.jref, shard = %res.shard_id, attempt = res.attempt, %error, "retrying shard");
-                                pending.push_back((res.shard_id, res.attempt + 1));
-                            } else {
-                                return Err(EngineError::ShardFailed {
-                                    shard: res.shard_id,
-                                    attempts: res.attempt,
-                                    error,
-                                });
-                            }
+                        ShardOutcome::Failed { error, will_retry: true, .. } => {
+                            self.progress.retries.fetch_add(1, Relaxed);
+                            tracing::info!(job = %self.jref, shard = %res.shard_id, attempt = res.attempt, %error, "shard attempt failed; a worker retries it");
+                            last_error.insert(res.shard_id, error);
+                        }
+                        ShardOutcome::Failed { error, .. } => {
+                            return Err(EngineError::ShardFailed {
+                                shard: res.shard_id,
+                                attempts: res.attempt,
+                                error,
+                            });
+                        }
+                        ShardOutcome::DeadLettered { reason } => {
+                            let detail = match (reason.as_str(), last_error.get(&res.shard_id)) {
+                                ("delivery_limit", _) => "it was delivered more often than the queue's delivery limit: workers stopped while exporting it each time (crash or out of memory on this shard?)".to_string(),
+                                (_, Some(e)) => format!("{reason}; last error: {e}"),
+                                _ => reason,
+                            };
+                            return Err(EngineError::DeadLettered { shard: res.shard_id, detail });
                         }
                     }
                 }

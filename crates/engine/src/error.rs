@@ -33,10 +33,8 @@ pub enum EngineError {
         attempts: u32,
         error: String,
     },
-    #[error(
-        "shard {shard} was dead-lettered: workers stopped without answering it too many times (crash or out of memory on this shard?)"
-    )]
-    DeadLettered { shard: String },
+    #[error("shard {shard} was dead-lettered ({detail})")]
+    DeadLettered { shard: String, detail: String },
     #[error(
         "the snapshot holds {expected} documents for the query but the shards exported {got}; nothing was marked successful, run the job again"
     )]

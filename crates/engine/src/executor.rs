@@ -65,9 +65,15 @@ impl Executor {
                     error: e.to_string(),
                     retryable: e.is_retryable(),
                     snapshot_lost: e.is_snapshot_lost(),
+                    will_retry: false,
                 }
             }
         };
+        self.result_of(task, outcome)
+    }
+
+    /// The result message for `task` with `outcome`.
+    pub fn result_of(&self, task: &ShardTask, outcome: ShardOutcome) -> ShardResult {
         ShardResult {
             version: MESSAGE_VERSION,
             job: task.job.clone(),
@@ -77,6 +83,11 @@ impl Executor {
             snapshot_generation: task.snapshot.generation,
             outcome,
         }
+    }
+
+    /// The counters this executor updates, if any.
+    pub fn progress(&self) -> Option<Arc<Progress>> {
+        self.progress.clone()
     }
 
     fn job_key(task: &ShardTask) -> String {

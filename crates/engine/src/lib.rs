@@ -5,10 +5,12 @@
 //!   writes the manifest;
 //! - [`executor`] turns one shard task into one committed file plus its marker;
 //! - [`worker`] is the consume → execute → report → ack loop;
+//! - [`deadletters`] reports dead-lettered shards to the coordinator that owns them;
 //! - [`local`] joins both in one process over the in-memory queue.
 
 pub mod connect;
 pub mod coordinator;
+pub mod deadletters;
 mod error;
 pub mod executor;
 pub mod local;

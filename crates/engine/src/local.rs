@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::EngineError;
 use crate::coordinator::{CoordinatorOptions, JobReport, run_job};
+use crate::deadletters::forward_dead_letters;
 use crate::executor::Executor;
 use crate::progress::Progress;
 use crate::secrets::SecretResolver;
@@ -41,6 +42,11 @@ pub async fn run_local(job: &ExportJob, opts: LocalOptions) -> Result<JobReport,
         opts.workers.max(1),
         workers_cancel.clone(),
     ));
+    let forwarder = tokio::spawn(forward_dead_letters(
+        queue.clone(),
+        Default::default(),
+        workers_cancel.clone(),
+    ));
     let report = run_job(
         job,
         queue,
@@ -55,6 +61,7 @@ pub async fn run_local(job: &ExportJob, opts: LocalOptions) -> Result<JobReport,
     .await;
     workers_cancel.cancel();
     memq.close();
+    let _ = forwarder.await;
     match worker.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "worker pool ended with an error"),

@@ -1,7 +1,8 @@
 //! The shard queue between the coordinator and workers.
 //!
-//! Two directions: *tasks* (`ShardTask`, coordinator → workers) and *results* (`ShardResult`,
-//! workers → coordinator). A delivery is acknowledged only after its effect is durable (for a
+//! Two directions: *tasks* (`ShardTask`, coordinator → workers, one shared queue) and *results*
+//! (`ShardResult`, workers → coordinator, one queue per run named by the task's `reply_to`, so
+//! several coordinators can share one worker pool). A delivery is acknowledged only after its effect is durable (for a
 //! task: output, marker and result committed). A delivery dropped without an answer goes back to
 //! the queue, as a crashed worker's unacked message does on a broker; a task delivered more than
 //! `max_deliveries` times is dead-lettered so a poison shard cannot loop forever.
@@ -41,6 +42,8 @@ pub struct Delivery<T> {
     pub message: T,
     /// 1 on the first delivery.
     pub delivery_count: u32,
+    /// For a dead-lettered message: why it was dead-lettered (`delivery_limit`, `rejected`).
+    pub dead_letter_reason: Option<String>,
     acker: Box<dyn Acker>,
 }
 
@@ -49,8 +52,13 @@ impl<T> Delivery<T> {
         Delivery {
             message,
             delivery_count,
+            dead_letter_reason: None,
             acker,
         }
+    }
+    pub fn with_dead_letter_reason(mut self, reason: impl Into<String>) -> Self {
+        self.dead_letter_reason = Some(reason.into());
+        self
     }
     pub async fn ack(self) -> Result<(), QueueError> {
         self.acker.ack().await
@@ -88,9 +96,19 @@ pub trait ShardQueue: Send + Sync {
         &self,
         prefetch: u16,
     ) -> Result<Box<dyn Consumer<ShardTask>>, QueueError>;
-    async fn publish_result(&self, result: &ShardResult) -> Result<(), QueueError>;
-    async fn consume_results(&self) -> Result<Box<dyn Consumer<ShardResult>>, QueueError>;
-    /// Tasks dead-lettered after too many deliveries (a worker died on them each time).
+    /// Publishes a result to the results queue `reply_to` (the task's). A result for a queue
+    /// that no longer exists (its run is over) is dropped, not an error.
+    async fn publish_result(&self, reply_to: &str, result: &ShardResult) -> Result<(), QueueError>;
+    /// Declares the results queue `name` (durable; it outlives a coordinator restart) and
+    /// consumes it.
+    async fn consume_results(
+        &self,
+        name: &str,
+    ) -> Result<Box<dyn Consumer<ShardResult>>, QueueError>;
+    /// Deletes a run's results queue once the run is over.
+    async fn delete_results(&self, name: &str) -> Result<(), QueueError>;
+    /// Tasks that were dead-lettered: rejected by a worker (retries exhausted, not retryable)
+    /// or delivered more often than the queue's delivery limit (workers died on them).
     async fn consume_dead_tasks(&self) -> Result<Box<dyn Consumer<ShardTask>>, QueueError>;
 }
 

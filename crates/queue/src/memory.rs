@@ -1,7 +1,7 @@
 //! An in-process queue with broker semantics: prefetch limits, acks, requeue on drop,
 //! delivery counts and a dead-letter channel. Used by `spillway run` and by tests.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -16,6 +16,18 @@ use crate::{Acker, Consumer, Delivery, QueueError, ShardQueue, decode, encode};
 struct Message {
     bytes: Arc<Vec<u8>>,
     deliveries: u32,
+    /// Set on messages in a dead-letter channel.
+    dead_reason: Option<&'static str>,
+}
+
+impl Message {
+    fn new(bytes: Vec<u8>) -> Self {
+        Message {
+            bytes: Arc::new(bytes),
+            deliveries: 0,
+            dead_reason: None,
+        }
+    }
 }
 
 struct Channel {
@@ -51,6 +63,7 @@ impl Channel {
             (Some(dead), Some(max)) if msg.deliveries >= max => dead.push(Message {
                 bytes: msg.bytes,
                 deliveries: 0,
+                dead_reason: Some("delivery_limit"),
             }),
             _ => {
                 self.ready.lock().push_front(msg);
@@ -68,7 +81,7 @@ impl Channel {
 #[derive(Clone)]
 pub struct MemoryQueue {
     tasks: Arc<Channel>,
-    results: Arc<Channel>,
+    results: Arc<Mutex<HashMap<String, Arc<Channel>>>>,
     dead: Arc<Channel>,
 }
 
@@ -82,17 +95,26 @@ impl MemoryQueue {
                 Some(max_deliveries.max(1)),
                 Some(dead.clone()),
             ),
-            results: Channel::new("spillway.results", None, None),
+            results: Arc::new(Mutex::new(HashMap::new())),
             dead,
         }
     }
 
     /// Ends every consumer once its queue is drained of ready messages.
     pub fn close(&self) {
-        for ch in [&self.tasks, &self.results, &self.dead] {
+        let results: Vec<Arc<Channel>> = self.results.lock().values().cloned().collect();
+        for ch in [&self.tasks, &self.dead].into_iter().chain(results.iter()) {
             *ch.closed.lock() = true;
             ch.notify.notify_waiters();
         }
+    }
+
+    fn results_channel(&self, name: &str) -> Arc<Channel> {
+        self.results
+            .lock()
+            .entry(name.to_string())
+            .or_insert_with(|| Channel::new(name, None, None))
+            .clone()
     }
 
     /// Ready (undelivered) tasks.
@@ -124,6 +146,7 @@ impl Acker for MemoryAcker {
             dead.push(Message {
                 bytes: m.bytes,
                 deliveries: 0,
+                dead_reason: Some("rejected"),
             });
         }
         Ok(())
@@ -158,6 +181,7 @@ impl<T: DeserializeOwned + Send + 'static> Consumer<T> for MemoryConsumer<T> {
             if let Some(mut msg) = popped {
                 msg.deliveries += 1;
                 let count = msg.deliveries;
+                let dead_reason = msg.dead_reason;
                 let decoded = decode::<T>(&self.channel.name, &msg.bytes);
                 let acker = Box::new(MemoryAcker {
                     channel: self.channel.clone(),
@@ -165,7 +189,13 @@ impl<T: DeserializeOwned + Send + 'static> Consumer<T> for MemoryConsumer<T> {
                     _permit: permit,
                 });
                 return Some(match decoded {
-                    Ok(m) => Ok(Delivery::new(m, count, acker)),
+                    Ok(m) => {
+                        let d = Delivery::new(m, count, acker);
+                        Ok(match dead_reason {
+                            Some(r) => d.with_dead_letter_reason(r),
+                            None => d,
+                        })
+                    }
                     Err(e) => {
                         // Undecodable messages are dead-lettered, never retried forever.
                         let _ = acker.reject().await;
@@ -200,10 +230,7 @@ impl ShardQueue for MemoryQueue {
         if *self.tasks.closed.lock() {
             return Err(QueueError::Closed);
         }
-        self.tasks.push(Message {
-            bytes: Arc::new(encode(task)),
-            deliveries: 0,
-        });
+        self.tasks.push(Message::new(encode(task)));
         Ok(())
     }
     async fn consume_tasks(
@@ -212,15 +239,25 @@ impl ShardQueue for MemoryQueue {
     ) -> Result<Box<dyn Consumer<ShardTask>>, QueueError> {
         Ok(self.consumer(&self.tasks, Some(prefetch)))
     }
-    async fn publish_result(&self, result: &ShardResult) -> Result<(), QueueError> {
-        self.results.push(Message {
-            bytes: Arc::new(encode(result)),
-            deliveries: 0,
-        });
+    async fn publish_result(&self, reply_to: &str, result: &ShardResult) -> Result<(), QueueError> {
+        let channel = self.results.lock().get(reply_to).cloned();
+        if let Some(ch) = channel {
+            ch.push(Message::new(encode(result)));
+        }
         Ok(())
     }
-    async fn consume_results(&self) -> Result<Box<dyn Consumer<ShardResult>>, QueueError> {
-        Ok(self.consumer(&self.results, None))
+    async fn consume_results(
+        &self,
+        name: &str,
+    ) -> Result<Box<dyn Consumer<ShardResult>>, QueueError> {
+        Ok(self.consumer(&self.results_channel(name), None))
+    }
+    async fn delete_results(&self, name: &str) -> Result<(), QueueError> {
+        if let Some(ch) = self.results.lock().remove(name) {
+            *ch.closed.lock() = true;
+            ch.notify.notify_waiters();
+        }
+        Ok(())
     }
     async fn consume_dead_tasks(&self) -> Result<Box<dyn Consumer<ShardTask>>, QueueError> {
         Ok(self.consumer(&self.dead, None))
@@ -260,6 +297,7 @@ mod tests {
                 partition: None,
             },
             attempt: 1,
+            reply_to: "spillway.results.u.r".into(),
         }
     }
 
@@ -278,6 +316,60 @@ mod tests {
         let mut dead = q.consume_dead_tasks().await.unwrap();
         let d = dead.next().await.unwrap().unwrap();
         assert_eq!(d.message.shard.id, "000001");
+        assert_eq!(d.dead_letter_reason.as_deref(), Some("delivery_limit"));
+    }
+
+    #[tokio::test]
+    async fn results_go_to_the_named_queue_only() {
+        let q = MemoryQueue::new(3);
+        let mut a = q.consume_results("spillway.results.a.r").await.unwrap();
+        let mut b = q.consume_results("spillway.results.b.r").await.unwrap();
+        let mut res = ShardResult {
+            version: MESSAGE_VERSION,
+            job: JobRef {
+                namespace: None,
+                name: "t".into(),
+                uid: "a".into(),
+            },
+            run_id: "r".into(),
+            shard_id: "000001".into(),
+            attempt: 1,
+            snapshot_generation: 0,
+            outcome: ShardOutcome::DeadLettered {
+                reason: "rejected".into(),
+            },
+        };
+        q.publish_result("spillway.results.a.r", &res)
+            .await
+            .unwrap();
+        res.shard_id = "000002".into();
+        q.publish_result("spillway.results.b.r", &res)
+            .await
+            .unwrap();
+        // A run that is over: dropped, not an error.
+        q.delete_results("spillway.results.b.r").await.unwrap();
+        q.publish_result("spillway.results.b.r", &res)
+            .await
+            .unwrap();
+        assert_eq!(a.next().await.unwrap().unwrap().message.shard_id, "000001");
+        let got_b = b.next().await.unwrap().unwrap();
+        assert_eq!(got_b.message.shard_id, "000002");
+        assert!(
+            b.next().await.is_none(),
+            "a deleted queue ends its consumer"
+        );
+    }
+
+    #[tokio::test]
+    async fn rejected_task_is_dead_lettered_with_its_reason() {
+        let q = MemoryQueue::new(5);
+        q.publish_task(&task("000009")).await.unwrap();
+        let mut c = q.consume_tasks(1).await.unwrap();
+        c.next().await.unwrap().unwrap().reject().await.unwrap();
+        let mut dead = q.consume_dead_tasks().await.unwrap();
+        let d = dead.next().await.unwrap().unwrap();
+        assert_eq!(d.message.shard.id, "000009");
+        assert_eq!(d.dead_letter_reason.as_deref(), Some("rejected"));
     }
 
     #[tokio::test]
@@ -299,7 +391,7 @@ mod tests {
     #[tokio::test]
     async fn close_ends_consumers() {
         let q = MemoryQueue::new(5);
-        let mut c = q.consume_results().await.unwrap();
+        let mut c = q.consume_results("spillway.results.u.r").await.unwrap();
         q.close();
         assert!(c.next().await.is_none());
     }
