@@ -36,6 +36,10 @@ use crate::connect::{destination_prefix, open_storage, source_config, uri_of};
 use crate::progress::Progress;
 use crate::secrets::SecretResolver;
 
+/// After this many shards have failed for good, no new shards are published: the cluster or
+/// the destination is probably broken, and a re-run after the fix resumes from the markers.
+pub const FAIL_FAST_AFTER: usize = 3;
+
 /// Knobs of one coordinator run.
 #[derive(Clone, Debug, Default)]
 pub struct CoordinatorOptions {
@@ -364,6 +368,9 @@ impl Run<'_> {
         let mut in_flight: HashSet<String> = HashSet::new();
         // The latest error reported for each shard, quoted when the shard is finally given up.
         let mut last_error: HashMap<String, String> = HashMap::new();
+        // Shards given up on. The run goes on with the others so that a re-run only redoes
+        // these, unless so many fail that the cluster or the destination is likely broken.
+        let mut failed: Vec<EngineError> = Vec::new();
         let mut results = self.queue.consume_results(&self.reply_to).await?;
         let keep_alive_ms = parse_duration_ms(&spec.source.keep_alive).unwrap_or(600_000);
         let mut keep_alive = tokio::time::interval(Duration::from_millis(
@@ -372,7 +379,7 @@ impl Run<'_> {
         keep_alive.tick().await;
 
         loop {
-            while in_flight.len() < max_in_flight {
+            while in_flight.len() < max_in_flight && failed.len() < FAIL_FAST_AFTER {
                 let Some(id) = pending.pop_front() else {
                     break;
                 };
@@ -380,7 +387,7 @@ impl Run<'_> {
                 self.progress.shards_published.fetch_add(1, Relaxed);
                 in_flight.insert(id);
             }
-            if pending.is_empty() && in_flight.is_empty() {
+            if in_flight.is_empty() && (pending.is_empty() || failed.len() >= FAIL_FAST_AFTER) {
                 break;
             }
             tokio::select! {
@@ -437,10 +444,13 @@ impl Run<'_> {
                             last_error.insert(res.shard_id, error);
                         }
                         ShardOutcome::Failed { error, .. } => {
-                            return Err(EngineError::ShardFailed {
+                            tracing::error!(job = %self.jref, shard = %res.shard_id, attempt = res.attempt, %error, "shard failed; no attempts left");
+                            in_flight.remove(&res.shard_id);
+                            failed.push(EngineError::ShardFailed {
                                 shard: res.shard_id,
                                 attempts: res.attempt,
                                 error,
+                                others: 0,
                             });
                         }
                         ShardOutcome::DeadLettered { reason } => {
@@ -449,11 +459,23 @@ impl Run<'_> {
                                 (_, Some(e)) => format!("{reason}; last error: {e}"),
                                 _ => reason,
                             };
-                            return Err(EngineError::DeadLettered { shard: res.shard_id, detail });
+                            tracing::error!(job = %self.jref, shard = %res.shard_id, %detail, "shard was dead-lettered");
+                            in_flight.remove(&res.shard_id);
+                            failed.push(EngineError::DeadLettered { shard: res.shard_id, detail, others: 0 });
                         }
                     }
                 }
             }
+        }
+        if !failed.is_empty() {
+            let others = failed.len() - 1;
+            let mut first = failed.swap_remove(0);
+            if let EngineError::ShardFailed { others: o, .. }
+            | EngineError::DeadLettered { others: o, .. } = &mut first
+            {
+                *o = others;
+            }
+            return Err(first);
         }
 
         // Guarantee 4: the files hold exactly what the snapshot holds.

@@ -27,14 +27,20 @@ pub enum EngineError {
     },
     #[error("the point-in-time snapshot was lost: {0}")]
     SnapshotLost(String),
-    #[error("shard {shard} failed after {attempts} attempt(s): {error}")]
+    #[error("shard {shard} failed after {attempts} attempt(s): {error}{}", others_note(*.others))]
     ShardFailed {
         shard: String,
         attempts: u32,
         error: String,
+        /// Other shards of the run that failed too.
+        others: usize,
     },
-    #[error("shard {shard} was dead-lettered ({detail})")]
-    DeadLettered { shard: String, detail: String },
+    #[error("shard {shard} was dead-lettered ({detail}){}", others_note(*.others))]
+    DeadLettered {
+        shard: String,
+        detail: String,
+        others: usize,
+    },
     #[error(
         "the snapshot holds {expected} documents for the query but the shards exported {got}; nothing was marked successful, run the job again"
     )]
@@ -63,4 +69,14 @@ impl EngineError {
             _ => false,
         }
     }
+}
+
+fn others_note(others: usize) -> String {
+    let more = match others {
+        0 => String::new(),
+        n => format!("; {n} other shard(s) failed too"),
+    };
+    format!(
+        "{more}; finished shards are committed, so running the job again redoes only the rest"
+    )
 }

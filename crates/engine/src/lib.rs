@@ -21,6 +21,6 @@ pub mod worker;
 pub use coordinator::{CoordinatorOptions, JobReport, run_job};
 pub use error::EngineError;
 pub use executor::Executor;
-pub use local::{LocalOptions, run_local};
+pub use local::{LocalOptions, run_local, run_with_queue};
 pub use progress::{Progress, ProgressView};
 pub use secrets::{LocalSecrets, SecretResolver};

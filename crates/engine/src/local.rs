@@ -1,5 +1,6 @@
 //! `spillway run`: the coordinator and a pool of workers in one process, joined by the
-//! in-memory queue. The same engine the distributed mode uses, minus the broker.
+//! in-memory queue ([`run_local`]); or the coordinator alone against a broker that external
+//! `spillway worker` processes consume ([`run_with_queue`]). The same engine either way.
 
 use std::sync::Arc;
 
@@ -66,6 +67,40 @@ pub async fn run_local(job: &ExportJob, opts: LocalOptions) -> Result<JobReport,
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "worker pool ended with an error"),
         Err(e) => tracing::error!(error = %e, "worker pool panicked"),
+    }
+    report
+}
+
+/// Runs `job`'s coordinator against `queue`, whose workers run elsewhere (`spillway worker`
+/// processes on a broker). Dead letters are forwarded to their runs while the job runs.
+pub async fn run_with_queue(
+    job: &ExportJob,
+    queue: Arc<dyn ShardQueue>,
+    opts: LocalOptions,
+) -> Result<JobReport, EngineError> {
+    let forwarder_cancel = opts.cancel.child_token();
+    let forwarder = tokio::spawn(forward_dead_letters(
+        queue.clone(),
+        Default::default(),
+        forwarder_cancel.clone(),
+    ));
+    let report = run_job(
+        job,
+        queue,
+        opts.secrets.clone(),
+        opts.progress.clone(),
+        opts.cancel.clone(),
+        CoordinatorOptions {
+            run_id: opts.run_id.clone(),
+            count_docs_on_completion: true,
+        },
+    )
+    .await;
+    forwarder_cancel.cancel();
+    match forwarder.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the dead-letter forwarder ended with an error"),
+        Err(e) => tracing::error!(error = %e, "the dead-letter forwarder panicked"),
     }
     report
 }

@@ -33,6 +33,9 @@ pub struct Faults {
     pub seed: u64,
     /// Only requests whose path contains one of these strings are eligible (all when empty).
     pub paths: Vec<String>,
+    /// A poison request: every eligible request whose body contains this text fails with a 500
+    /// `search_phase_execution_exception`, every time (a shard that can never succeed).
+    pub poison: Option<String>,
 }
 
 impl Faults {

@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
             pit_id_rotation: a.pit_id_rotation,
             seed: a.fault_seed,
             paths: Vec::new(),
+            poison: None,
         });
     if !a.basic_auth.is_empty() || !a.api_key.is_empty() {
         let mut auth = Auth::default();

@@ -304,6 +304,20 @@ impl Cluster {
         if let Some(status) = decision.unavailable {
             return Reply::from_error(unavailable(status));
         }
+        if FAULT_KINDS.contains(&kind)
+            && let Some(poison) = self.faults().poison
+            && !poison.is_empty()
+            && self.faults().path_matches(path)
+            && body.windows(poison.len()).any(|w| w == poison.as_bytes())
+        {
+            self.count_fault("poison");
+            return Reply::from_error(ApiError::shard_failure(
+                500,
+                "illegal_state_exception",
+                "searchsim poison fault: this request always fails",
+                None,
+            ));
+        }
         let sf = SearchFaults {
             short_page: decision.short_page,
             rotate_pit: decision.rotate_pit,

@@ -435,3 +435,42 @@ async fn pit_searches_restart_the_keep_alive() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn poison_fails_only_matching_requests_every_time() {
+    let sim = start(Config::opensearch()).await;
+    let c = client();
+    set_faults(&c, &sim, json!({"poison": "\"n\":7"})).await;
+    for _ in 0..3 {
+        let (st, v) = call(
+            &c,
+            &sim,
+            "POST",
+            "/f/_search",
+            Some(json!({"query": {"term": {"n":7}}})),
+        )
+        .await;
+        assert_eq!(st, 500, "{v}");
+        assert_eq!(
+            v["error"]["type"],
+            json!("search_phase_execution_exception")
+        );
+        assert_eq!(
+            v["error"]["root_cause"][0]["type"],
+            json!("illegal_state_exception")
+        );
+    }
+    let (st, v) = call(
+        &c,
+        &sim,
+        "POST",
+        "/f/_search",
+        Some(json!({"query": {"term": {"n":8}}})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["hits"]["total"]["value"], json!(1));
+    let (_, stats) = call(&c, &sim, "GET", "/_searchsim/stats", None).await;
+    assert_eq!(stats["faults"]["poison"], json!(3));
+    sim.shutdown().await;
+}
