@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Python clients that the searchsim client tests drive (opensearch-py,
-# the Elasticsearch 8.x client, PyYAML) into a virtualenv at <repo>/.work/venv.
+# Installs the Python clients that the searchsim and kubesim client tests drive (opensearch-py,
+# the Elasticsearch 8.x client, PyYAML, the Kubernetes client) into a virtualenv at <repo>/.work/venv.
 #
 # Idempotent: when the venv already holds exactly the pinned versions it only says so
 # and exits. Needs a Python 3 interpreter (override with PYTHON=...) and PyPI access.
@@ -10,6 +10,7 @@ set -euo pipefail
 OPENSEARCH_PY_VERSION="3.2.0"
 ELASTICSEARCH_PY_VERSION="8.19.3"
 PYYAML_VERSION="6.0.3"
+KUBERNETES_PY_VERSION="37.0.2"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 venv="${repo_root}/.work/venv"
@@ -22,6 +23,7 @@ wanted=(
   "opensearch-py==${OPENSEARCH_PY_VERSION}"
   "elasticsearch==${ELASTICSEARCH_PY_VERSION}"
   "PyYAML==${PYYAML_VERSION}"
+  "kubernetes==${KUBERNETES_PY_VERSION}"
 )
 
 # Prints nothing and succeeds when every pinned distribution is installed at its pin.
@@ -64,6 +66,6 @@ log "installing ${wanted[*]} into ${venv}"
   || die "pip install failed for ${wanted[*]} (is PyPI reachable?)"
 
 installed_ok || die "after pip install, ${venv} still does not hold ${wanted[*]}"
-"${venv}/bin/python" -c 'import opensearchpy, elasticsearch, yaml' \
+"${venv}/bin/python" -c 'import opensearchpy, elasticsearch, yaml, kubernetes' \
   || die "the installed clients cannot be imported from ${venv}/bin/python"
 log "done: ${wanted[*]} in ${venv}"

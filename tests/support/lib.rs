@@ -2,6 +2,8 @@
 //! loaded with generated data, SeaweedFS access, and readers that decode every output format
 //! back into JSON so tests can compare exports with the source documents.
 
+pub mod procs;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -486,6 +486,17 @@ impl Run<'_> {
                 got: exported,
             });
         }
+        // Every shard is committed, so any upload still open under the run is an orphan of a
+        // worker that died mid-shard (its shard was redone elsewhere): abort them.
+        match self.storage.abort_incomplete_uploads(&self.run_dir).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(job = %self.jref, aborted = n, "aborted uploads left by stopped workers")
+            }
+            Err(e) => {
+                tracing::warn!(job = %self.jref, error = %e, "could not list incomplete uploads")
+            }
+        }
         let mut files = Vec::new();
         let mut bytes = 0;
         for s in &plan.shards {

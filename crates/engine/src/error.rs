@@ -76,7 +76,5 @@ fn others_note(others: usize) -> String {
         0 => String::new(),
         n => format!("; {n} other shard(s) failed too"),
     };
-    format!(
-        "{more}; finished shards are committed, so running the job again redoes only the rest"
-    )
+    format!("{more}; finished shards are committed, so running the job again redoes only the rest")
 }

@@ -157,7 +157,11 @@ async fn handle(
         let _ = delivery.requeue().await;
         return;
     };
-    record(&progress, &result, started.elapsed());
+    let took = started.elapsed();
+    record(&progress, &result, took);
+    if let ShardOutcome::Completed { marker } = &result.outcome {
+        tracing::info!(parent: &span, docs = marker.docs, bytes = marker.bytes, took_ms = took.as_millis() as u64, "shard committed");
+    }
     let decision = decide(&mut result.outcome, task.attempt, max_attempts);
     if let Err(e) = queue.publish_result(&task.reply_to, &result).await {
         tracing::warn!(parent: &span, error = %e, "could not publish the shard's result; giving the task back");

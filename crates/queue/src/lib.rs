@@ -11,6 +11,7 @@
 //! behind the same trait.
 
 pub mod memory;
+pub mod rabbit;
 
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};

@@ -27,4 +27,6 @@ pub use info::{Capabilities, ClusterInfo, DetectError, Version, capabilities, de
 pub use page::{Page, PageError, ShardFailures, Total};
 pub use reader::{ShardReader, ShardRequest};
 pub use spillway_api::{DocRef, Flavor, SliceRef, TimeWindow};
-pub use transport::{ClientStats, StatsSnapshot, redact_url};
+pub use transport::{
+    ClientStats, LatencySnapshot, REQUEST_SECONDS_BUCKETS, StatsSnapshot, redact_url,
+};

@@ -26,6 +26,76 @@ pub struct ClientStats {
     retries_connection: AtomicU64,
     retries_timeout: AtomicU64,
     bytes_received: AtomicU64,
+    request_seconds: LatencyStats,
+}
+
+/// Upper bounds (seconds) of the request-duration buckets of [`ClientStats`].
+pub const REQUEST_SECONDS_BUCKETS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Buckets of [`REQUEST_SECONDS_BUCKETS`] plus the `+Inf` bucket.
+const LATENCY_SLOTS: usize = REQUEST_SECONDS_BUCKETS.len() + 1;
+
+/// Lock-free request-duration histogram (one per client).
+#[derive(Debug, Default)]
+struct LatencyStats {
+    counts: [AtomicU64; LATENCY_SLOTS],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyStats {
+    fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let slot = REQUEST_SECONDS_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(REQUEST_SECONDS_BUCKETS.len());
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            sum_micros: self.sum_micros.load(Ordering::Relaxed),
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Durations of the HTTP requests a client sent (every attempt, successful or not, from
+/// sending the request to the end of the response body).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    /// Non-cumulative counts per bucket of [`REQUEST_SECONDS_BUCKETS`]; the last entry is
+    /// the `+Inf` bucket.
+    pub counts: [u64; LATENCY_SLOTS],
+    /// Sum of the durations, in microseconds.
+    pub sum_micros: u64,
+    /// Number of requests observed.
+    pub count: u64,
+}
+
+impl LatencySnapshot {
+    /// Sum of the durations in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros as f64 / 1e6
+    }
+
+    /// Adds `other`'s observations to these (to sum several clients).
+    pub fn merge(&mut self, other: &LatencySnapshot) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.sum_micros = self.sum_micros.saturating_add(other.sum_micros);
+        self.count += other.count;
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -38,6 +108,8 @@ pub struct StatsSnapshot {
     pub retries_connection: u64,
     pub retries_timeout: u64,
     pub bytes_received: u64,
+    /// Request durations.
+    pub request_seconds: LatencySnapshot,
 }
 
 impl StatsSnapshot {
@@ -66,6 +138,11 @@ impl ClientStats {
         self.bytes_received.load(Ordering::Relaxed)
     }
 
+    /// Durations of the requests sent so far.
+    pub fn request_seconds(&self) -> LatencySnapshot {
+        self.request_seconds.snapshot()
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             requests: self.requests(),
@@ -75,6 +152,7 @@ impl ClientStats {
             retries_connection: self.retries(RetryReason::Connection),
             retries_timeout: self.retries(RetryReason::Timeout),
             bytes_received: self.bytes_received(),
+            request_seconds: self.request_seconds(),
         }
     }
 
@@ -378,6 +456,14 @@ impl Transport {
         if let Some(b) = body {
             req = req.body(b.clone());
         }
+        let started = Instant::now();
+        let result = self.send(req).await;
+        self.stats.request_seconds.observe(started.elapsed());
+        result
+    }
+
+    /// Sends one request and reads its whole body.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response, Attempt> {
         let resp = req.send().await.map_err(|e| {
             let t = send_error(&e);
             if t.connect && is_tls_verification_failure(&t.detail) {
@@ -861,6 +947,76 @@ mod tests {
             _ => panic!("503 is retried"),
         }
         assert!(retry(503, "busy").retry_after.is_none());
+    }
+
+    #[test]
+    fn request_durations_land_in_their_buckets() {
+        let stats = ClientStats::default();
+        for ms in [1, 5, 7, 300, 120_000] {
+            stats.request_seconds.observe(Duration::from_millis(ms));
+        }
+        let h = stats.request_seconds();
+        assert_eq!(h.count, 5);
+        assert_eq!(h.sum_micros, 120_313_000);
+        assert_eq!(h.counts[0], 2, "1 ms and 5 ms are <= 0.005 s: {h:?}");
+        assert_eq!(h.counts[1], 1, "7 ms is in (0.005, 0.01]: {h:?}");
+        assert_eq!(h.counts[6], 1, "300 ms is in (0.25, 0.5]: {h:?}");
+        assert_eq!(h.counts[LATENCY_SLOTS - 1], 1, "2 min is past the last bound");
+        assert_eq!(h.counts.iter().sum::<u64>(), h.count);
+        assert_eq!(stats.snapshot().request_seconds, h);
+
+        let mut total = LatencySnapshot::default();
+        total.merge(&h);
+        total.merge(&h);
+        assert_eq!(total.count, 10);
+        assert_eq!(total.counts[0], 4);
+        assert!((total.sum_seconds() - 240.626).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn every_attempt_is_timed() {
+        use std::sync::atomic::AtomicU32;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let calls = std::sync::Arc::new(AtomicU32::new(0));
+        let seen = calls.clone();
+        // The first answer is a 503 (retried), the second a 200.
+        let app = axum::Router::new().route(
+            "/_ping",
+            axum::routing::get(move || {
+                let seen = seen.clone();
+                async move {
+                    if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy")
+                    } else {
+                        (axum::http::StatusCode::OK, "{}")
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut config = SourceConfig::new(format!("http://{addr}"));
+        config.retry.max_retries = 3;
+        config.retry.initial_backoff = Duration::from_millis(1);
+        config.retry.max_backoff = Duration::from_millis(2);
+        let t = Transport::new(&config).unwrap();
+        t.execute(Method::GET, "/_ping", None, |r| {
+            if r.is_success() {
+                Verdict::Done(())
+            } else {
+                classify_failure("u", &r)
+            }
+        })
+        .await
+        .unwrap();
+        let h = t.stats.request_seconds();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(t.stats.requests(), 2);
+        assert_eq!(h.count, 2, "both attempts are observed: {h:?}");
+        assert_eq!(h.counts.iter().sum::<u64>(), 2);
+        assert!(h.sum_micros > 0);
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// Export very large OpenSearch/Elasticsearch data sets to Parquet, NDJSON or CSV files on
 /// S3-compatible storage or a shared volume.
@@ -35,6 +34,9 @@ pub enum Command {
     Crd,
     /// Export generated data from an embedded test cluster to local Parquet files.
     Demo(crate::demo::DemoArgs),
+    /// Run as a long-lived worker: take shard tasks from RabbitMQ and export them; serves
+    /// /healthz, /readyz and /metrics.
+    Worker(crate::worker::WorkerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -56,16 +58,19 @@ pub struct RunArgs {
     pub no_progress: bool,
 }
 
-pub fn init_tracing(cli: &Cli) {
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cli.log_json {
-        builder.json().init();
+pub fn init_tracing(cli: &Cli) -> spillway_telemetry::TracingGuard {
+    let worker = matches!(cli.command, Command::Worker(_));
+    // A service logs its lifecycle unless told otherwise.
+    let filter = if worker && cli.log == "warn" && std::env::var_os("SPILLWAY_LOG").is_none() {
+        "warn,spillway=info".to_string()
     } else {
-        builder.init();
-    }
+        cli.log.clone()
+    };
+    spillway_telemetry::init_tracing(spillway_telemetry::TracingOptions {
+        filter,
+        json: cli.log_json,
+        service_name: if worker { "spillway-worker" } else { "spillway" }.to_string(),
+    })
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -84,6 +89,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => crate::demo::demo(args).await,
+        Command::Worker(args) => crate::worker::worker(args).await,
         Command::Crd => {
             print!("{}", spillway_api::crd::crd_yaml());
             Ok(ExitCode::SUCCESS)

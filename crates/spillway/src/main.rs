@@ -7,10 +7,12 @@ use clap::Parser;
 mod cli;
 mod demo;
 mod run;
+mod worker;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_tracing(&args);
+    // Held to the end: dropping it exports the spans still buffered.
+    let _tracing = cli::init_tracing(&args);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
