@@ -69,10 +69,15 @@ pub struct JobReport {
 }
 
 /// A stable run id for a job spec: same name and spec → same run → resume.
+/// Fields that may change while a job runs (suspend, parallelism, TTL) do not count.
 pub fn derive_run_id(job: &ExportJob) -> String {
+    let mut spec = job.spec.clone();
+    spec.suspend = false;
+    spec.ttl_seconds_after_finished = None;
+    spec.parallelism = Default::default();
     let mut h = Sha256::new();
     h.update(job.metadata.name.as_deref().unwrap_or("").as_bytes());
-    h.update(serde_json::to_vec(&job.spec).unwrap_or_default());
+    h.update(serde_json::to_vec(&spec).unwrap_or_default());
     hex::encode(&h.finalize()[..6])
 }
 

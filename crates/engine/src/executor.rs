@@ -99,9 +99,12 @@ impl Executor {
         if let Some(r) = self.jobs.lock().get(&key) {
             return Ok(r.clone());
         }
-        let client =
-            Client::connect(source_config(&task.spec, self.secrets.as_ref()).await?).await?;
-        let storage = open_storage(&task.spec.output, self.secrets.as_ref()).await?;
+        let secrets = self
+            .secrets
+            .clone()
+            .in_namespace(task.job.namespace.as_deref());
+        let client = Client::connect(source_config(&task.spec, secrets.as_ref()).await?).await?;
+        let storage = open_storage(&task.spec.output, secrets.as_ref()).await?;
         let mapping = client.mapping(&task.spec.source.indices).await?;
         let schema = Arc::new(DocSchema::from_mapping(
             &serde_json::json!({ "properties": mapping }),

@@ -4,6 +4,7 @@
 //! `SPILLWAY_SECRET_<NAME>_<KEY>` (upper-cased, other characters as `_`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -15,6 +16,9 @@ pub trait SecretResolver: Send + Sync {
     async fn get(&self, name: &str, key: &str) -> Result<String, EngineError>;
     /// Like `get`, but a missing key is `None`.
     async fn get_optional(&self, name: &str, key: &str) -> Result<Option<String>, EngineError>;
+    /// The resolver for a job in `namespace` (Kubernetes Secrets are namespaced). Resolvers
+    /// without namespaces return themselves.
+    fn in_namespace(self: Arc<Self>, namespace: Option<&str>) -> Arc<dyn SecretResolver>;
 }
 
 /// Secrets for `spillway run`: files first, then environment variables.
@@ -70,5 +74,9 @@ impl SecretResolver for LocalSecrets {
             }
         }
         Ok(std::env::var(Self::env_name(name, key)).ok())
+    }
+
+    fn in_namespace(self: Arc<Self>, _namespace: Option<&str>) -> Arc<dyn SecretResolver> {
+        self
     }
 }

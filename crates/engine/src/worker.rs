@@ -140,6 +140,19 @@ async fn handle(
         return;
     }
 
+    match queue.results_exist(&task.reply_to).await {
+        Ok(false) => {
+            // The run is over (finished, failed, cancelled or its ExportJob deleted).
+            tracing::info!(parent: &span, "the shard's run is over; dropping the task");
+            answer(delivery, Answer::Ack, &task).await;
+            return;
+        }
+        Ok(true) => {}
+        Err(e) => {
+            tracing::warn!(parent: &span, error = %e, "could not check whether the shard's run is still on; exporting it anyway")
+        }
+    }
+
     let progress = executor.progress();
     if let Some(p) = &progress {
         p.shards_in_flight.fetch_add(1, Relaxed);

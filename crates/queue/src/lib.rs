@@ -108,6 +108,12 @@ pub trait ShardQueue: Send + Sync {
     ) -> Result<Box<dyn Consumer<ShardResult>>, QueueError>;
     /// Deletes a run's results queue once the run is over.
     async fn delete_results(&self, name: &str) -> Result<(), QueueError>;
+    /// Whether the results queue `name` exists. Its run is over (finished, failed or deleted)
+    /// when it does not, and workers skip the run's remaining tasks.
+    async fn results_exist(&self, name: &str) -> Result<bool, QueueError> {
+        let _ = name;
+        Ok(true)
+    }
     /// Tasks that were dead-lettered: rejected by a worker (retries exhausted, not retryable)
     /// or delivered more often than the queue's delivery limit (workers died on them).
     async fn consume_dead_tasks(&self) -> Result<Box<dyn Consumer<ShardTask>>, QueueError>;

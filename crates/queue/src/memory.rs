@@ -252,6 +252,9 @@ impl ShardQueue for MemoryQueue {
     ) -> Result<Box<dyn Consumer<ShardResult>>, QueueError> {
         Ok(self.consumer(&self.results_channel(name), None))
     }
+    async fn results_exist(&self, name: &str) -> Result<bool, QueueError> {
+        Ok(self.results.lock().contains_key(name))
+    }
     async fn delete_results(&self, name: &str) -> Result<(), QueueError> {
         if let Some(ch) = self.results.lock().remove(name) {
             *ch.closed.lock() = true;
@@ -347,7 +350,9 @@ mod tests {
             .await
             .unwrap();
         // A run that is over: dropped, not an error.
+        assert!(q.results_exist("spillway.results.b.r").await.unwrap());
         q.delete_results("spillway.results.b.r").await.unwrap();
+        assert!(!q.results_exist("spillway.results.b.r").await.unwrap());
         q.publish_result("spillway.results.b.r", &res)
             .await
             .unwrap();

@@ -105,7 +105,9 @@ spec:
 
     let (report, elapsed) = execute(
         &job,
-        args.workers,
+        crate::run::Mode::Local {
+            workers: args.workers,
+        },
         Arc::new(LocalSecrets::default()),
         // A fresh run each time: the embedded cluster is new data every time.
         Some(format!(

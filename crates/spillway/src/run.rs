@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use spillway_api::ExportJob;
-use spillway_engine::{JobReport, LocalOptions, LocalSecrets, Progress, SecretResolver, run_local};
+use spillway_engine::{
+    JobReport, LocalOptions, LocalSecrets, Progress, SecretResolver, run_local, run_with_queue,
+};
+use spillway_queue::rabbit::{RabbitConfig, RabbitQueue};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
@@ -22,22 +25,41 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let secrets = Arc::new(LocalSecrets {
         dir: args.secrets_dir.clone(),
     });
-    let (report, elapsed) = execute(
-        &job,
-        args.workers,
-        secrets,
-        args.run_id.clone(),
-        !args.no_progress,
-    )
-    .await?;
+    let mode = match &args.broker {
+        None => Mode::Local {
+            workers: args.workers,
+        },
+        Some(url) => Mode::Broker {
+            queue: connect_broker(url).await?,
+        },
+    };
+    let (report, elapsed) =
+        execute(&job, mode, secrets, args.run_id.clone(), !args.no_progress).await?;
     print_report(&report, elapsed);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs a job in this process with a progress display and Ctrl-C handling.
+/// Where the shards are exported.
+pub enum Mode {
+    /// A pool of `workers` shard slots in this process.
+    Local { workers: u16 },
+    /// `spillway worker` processes consuming from a broker.
+    Broker { queue: Arc<RabbitQueue> },
+}
+
+async fn connect_broker(url: &str) -> anyhow::Result<Arc<RabbitQueue>> {
+    let queue = RabbitQueue::connect(RabbitConfig {
+        url: url.to_string(),
+        ..Default::default()
+    })
+    .await?;
+    Ok(Arc::new(queue))
+}
+
+/// Runs a job with a progress display and Ctrl-C handling.
 pub async fn execute(
     job: &ExportJob,
-    workers: u16,
+    mode: Mode,
     secrets: Arc<dyn SecretResolver>,
     run_id: Option<String>,
     progress_bar: bool,
@@ -57,15 +79,31 @@ pub async fn execute(
         progress.clone(),
         progress_bar && std::io::stderr().is_terminal(),
     ));
-    let opts = LocalOptions {
-        workers,
-        secrets,
-        progress,
-        cancel,
-        run_id,
-    };
     let started = Instant::now();
-    let result = run_local(job, opts).await;
+    let result = match mode {
+        Mode::Local { workers } => {
+            let opts = LocalOptions {
+                workers,
+                secrets,
+                progress,
+                cancel,
+                run_id,
+            };
+            run_local(job, opts).await
+        }
+        Mode::Broker { queue } => {
+            let opts = LocalOptions {
+                workers: 0,
+                secrets,
+                progress,
+                cancel,
+                run_id,
+            };
+            let r = run_with_queue(job, queue.clone(), opts).await;
+            queue.close().await;
+            r
+        }
+    };
     reporter.abort();
     let _ = reporter.await;
     Ok((result?, started.elapsed()))
