@@ -26,7 +26,6 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use spillway_api::ExportJob;
-use spillway_queue::ShardQueue;
 use tokio_util::sync::CancellationToken;
 
 pub use lease::{LeaderElector, LeaseConfig, LeaseError};
@@ -60,12 +59,12 @@ impl Default for ControllerOptions {
 /// Runs the controller until `cancel` fires. Call only while holding the leader lease.
 pub async fn run_controller(
     client: Client,
-    queue: Arc<dyn ShardQueue>,
+    runs: Arc<Runs>,
     opts: ControllerOptions,
     stats: Arc<ControllerStats>,
     cancel: CancellationToken,
 ) {
-    let runs = Runs::new(queue.clone());
+    let queue = runs.queue();
     let ctx = Arc::new(Context {
         client: client.clone(),
         runs: runs.clone(),

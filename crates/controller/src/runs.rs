@@ -150,6 +150,15 @@ impl Runs {
         }
     }
 
+    /// The counters of every run held, summed (for the coordinator's metrics).
+    pub fn totals(&self) -> Vec<Arc<Progress>> {
+        self.runs
+            .lock()
+            .values()
+            .map(|r| r.progress.clone())
+            .collect()
+    }
+
     /// Uids of every run held.
     pub fn uids(&self) -> Vec<String> {
         self.runs.lock().keys().cloned().collect()
