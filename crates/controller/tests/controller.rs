@@ -150,6 +150,45 @@ fn source_ids(spec: &DataSpec) -> Vec<String> {
     ids
 }
 
+/// Argo CD's view: `manifests/argocd/health.lua` run on the object, in Lua 5.1 as Argo CD
+/// embeds it. Returns (status, message).
+fn argo_health(j: &ExportJob) -> (String, String) {
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../manifests/argocd/health.lua"
+    ))
+    .unwrap();
+    let lua = mlua::Lua::new();
+    use mlua::LuaSerdeExt;
+    let obj = serde_json::to_value(j).unwrap();
+    lua.globals()
+        .set("obj", lua.to_value(&obj).unwrap())
+        .unwrap();
+    let hs: mlua::Table = lua.load(&script).eval().expect("the health check runs");
+    (hs.get("status").unwrap(), hs.get("message").unwrap())
+}
+
+/// Flux's and `kubectl wait`'s view: kstatus's generic rules for custom resources.
+fn kstatus(j: &ExportJob) -> &'static str {
+    let Some(st) = &j.status else {
+        return "InProgress";
+    };
+    if st.observed_generation != j.metadata.generation {
+        return "InProgress";
+    }
+    let is = |t: &str, v: &str| st.condition(t).is_some_and(|c| c.status == v);
+    if is("Reconciling", "True") {
+        return "InProgress";
+    }
+    if is("Stalled", "True") {
+        return "Failed";
+    }
+    if is("Ready", "False") {
+        return "InProgress";
+    }
+    "Current"
+}
+
 fn condition(j: &ExportJob, t: &str) -> String {
     j.status
         .as_ref()
@@ -192,6 +231,10 @@ async fn an_applied_job_succeeds_with_an_exact_status() {
     );
     assert_eq!(exported_ids(env.out.path()), source_ids(&env.spec));
     assert_eq!(env.sim.cluster().open_pits(), 0, "the PIT is closed");
+    let (health, message) = argo_health(&done);
+    assert_eq!(health, "Healthy", "{message}");
+    assert!(message.contains("exported 12000 documents"), "{message}");
+    assert_eq!(kstatus(&done), "Current");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -206,6 +249,8 @@ async fn suspend_then_resume_completes_exactly() {
         .unwrap();
     let j = wait_phase(&env, "paused", Phase::Suspended).await;
     assert_eq!(condition(&j, "Suspended"), "True");
+    assert_eq!(argo_health(&j).0, "Suspended");
+    assert_eq!(kstatus(&j), "InProgress");
     assert!(
         exported_ids(env.out.path()).is_empty(),
         "nothing is exported while suspended"
@@ -215,8 +260,15 @@ async fn suspend_then_resume_completes_exactly() {
         .patch("paused", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
+    // The spec change is seen (generation 2) before the coordinator acts on it.
+    let changed = jobs(&env).get("paused").await.unwrap();
+    if changed.status.as_ref().and_then(|s| s.observed_generation) != changed.metadata.generation {
+        assert_eq!(argo_health(&changed).0, "Progressing");
+        assert_eq!(kstatus(&changed), "InProgress");
+    }
     let done = wait_phase(&env, "paused", Phase::Succeeded).await;
     assert_eq!(condition(&done, "Suspended"), "False");
+    assert_eq!(argo_health(&done).0, "Healthy");
     assert_eq!(exported_ids(env.out.path()), source_ids(&env.spec));
 }
 
@@ -236,6 +288,10 @@ async fn deleting_a_running_job_closes_its_snapshot() {
         .unwrap();
     let running = wait_phase(&env, "doomed", Phase::Running).await;
     let uid = running.uid().unwrap();
+    let (health, message) = argo_health(&running);
+    assert_eq!(health, "Progressing");
+    assert!(message.starts_with("Exporting: "), "{message}");
+    assert_eq!(kstatus(&running), "InProgress");
     assert_eq!(
         env.sim.cluster().open_pits(),
         1,
@@ -292,6 +348,34 @@ async fn invalid_jobs_are_refused_or_stalled_with_what_to_fix() {
     let j = wait_phase(&env, "snappy-ndjson", Phase::Failed).await;
     assert_eq!(condition(&j, "Stalled"), "True");
     assert_eq!(condition(&j, "Ready"), "False");
+    let (health, message) = argo_health(&j);
+    assert_eq!(health, "Degraded");
+    assert!(message.contains("snappy is only for parquet"), "{message}");
+    assert_eq!(kstatus(&j), "Failed");
     let msg = j.status.unwrap().last_error.unwrap();
     assert!(msg.contains("snappy is only for parquet"), "{msg}");
+}
+
+#[test]
+fn the_argocd_configmap_patch_embeds_the_health_check() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/argocd/");
+    let lua = std::fs::read_to_string(format!("{root}health.lua")).unwrap();
+    let patch: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(format!("{root}argocd-cm-patch.yaml")).unwrap(),
+    )
+    .unwrap();
+    let embedded = patch["data"]["resource.customizations.health.spillway.dev_ExportJob"]
+        .as_str()
+        .unwrap();
+    assert_eq!(embedded.trim_end(), lua.trim_end());
+    // And it handles an object without status (just applied).
+    let fresh: ExportJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "spillway.dev/v1alpha1", "kind": "ExportJob",
+        "metadata": {"name": "x", "generation": 1},
+        "spec": {"source": {"url": "http://h:9200", "indices": ["a"]},
+                 "output": {"destination": {"volume": {"path": "/x"}}}}
+    }))
+    .unwrap();
+    assert_eq!(argo_health(&fresh).0, "Progressing");
+    assert_eq!(kstatus(&fresh), "InProgress");
 }
