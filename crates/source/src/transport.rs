@@ -961,7 +961,11 @@ mod tests {
         assert_eq!(h.counts[0], 2, "1 ms and 5 ms are <= 0.005 s: {h:?}");
         assert_eq!(h.counts[1], 1, "7 ms is in (0.005, 0.01]: {h:?}");
         assert_eq!(h.counts[6], 1, "300 ms is in (0.25, 0.5]: {h:?}");
-        assert_eq!(h.counts[LATENCY_SLOTS - 1], 1, "2 min is past the last bound");
+        assert_eq!(
+            h.counts[LATENCY_SLOTS - 1],
+            1,
+            "2 min is past the last bound"
+        );
         assert_eq!(h.counts.iter().sum::<u64>(), h.count);
         assert_eq!(stats.snapshot().request_seconds, h);
 

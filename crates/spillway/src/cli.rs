@@ -37,6 +37,16 @@ pub enum Command {
     /// Run as a long-lived worker: take shard tasks from RabbitMQ and export them; serves
     /// /healthz, /readyz and /metrics.
     Worker(crate::worker::WorkerArgs),
+    /// Run the ExportJob controller of a Kubernetes deployment (leader-elected); serves
+    /// /healthz, /readyz and /metrics.
+    Coordinator(crate::coordinator::CoordinatorArgs),
+    /// Check that `spillway <ARGS>` would be accepted (flags and environment), without
+    /// running anything: for deployment manifests and their tests.
+    #[command(hide = true)]
+    CheckArgs {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -56,10 +66,15 @@ pub struct RunArgs {
     /// No progress bar; print a progress line every 10 seconds instead.
     #[arg(long)]
     pub no_progress: bool,
+    /// Publish the job's shards to this RabbitMQ broker (`amqp://user:pass@host:5672/vhost`)
+    /// for `spillway worker` processes instead of exporting them in this process; `--workers`
+    /// is then ignored.
+    #[arg(long, env = "SPILLWAY_BROKER", hide_env_values = true)]
+    pub broker: Option<String>,
 }
 
 pub fn init_tracing(cli: &Cli) -> spillway_telemetry::TracingGuard {
-    let worker = matches!(cli.command, Command::Worker(_));
+    let worker = matches!(cli.command, Command::Worker(_) | Command::Coordinator(_));
     // A service logs its lifecycle unless told otherwise.
     let filter = if worker && cli.log == "warn" && std::env::var_os("SPILLWAY_LOG").is_none() {
         "warn,spillway=info".to_string()
@@ -69,7 +84,12 @@ pub fn init_tracing(cli: &Cli) -> spillway_telemetry::TracingGuard {
     spillway_telemetry::init_tracing(spillway_telemetry::TracingOptions {
         filter,
         json: cli.log_json,
-        service_name: if worker { "spillway-worker" } else { "spillway" }.to_string(),
+        service_name: if worker {
+            "spillway-worker"
+        } else {
+            "spillway"
+        }
+        .to_string(),
     })
 }
 
@@ -90,9 +110,35 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => crate::demo::demo(args).await,
         Command::Worker(args) => crate::worker::worker(args).await,
+        Command::Coordinator(args) => crate::coordinator::coordinator(args).await,
+        Command::CheckArgs { args } => {
+            let argv = std::iter::once("spillway".to_string()).chain(args);
+            match Cli::try_parse_from(argv) {
+                Ok(parsed) => {
+                    println!("ok: {}", command_name(&parsed.command));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprint!("{e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         Command::Crd => {
             print!("{}", spillway_api::crd::crd_yaml());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Run(_) => "run",
+        Command::Validate { .. } => "validate",
+        Command::Crd => "crd",
+        Command::Demo(_) => "demo",
+        Command::Worker(_) => "worker",
+        Command::Coordinator(_) => "coordinator",
+        Command::CheckArgs { .. } => "check-args",
     }
 }

@@ -34,7 +34,11 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
     /// Name of the leader Lease; replicas with the same name elect one leader.
-    #[arg(long, env = "SPILLWAY_LEASE_NAME", default_value = "spillway-coordinator")]
+    #[arg(
+        long,
+        env = "SPILLWAY_LEASE_NAME",
+        default_value = "spillway-coordinator"
+    )]
     pub lease_name: String,
     /// This replica's identity in the Lease (the pod name).
     #[arg(long, env = "POD_NAME")]
@@ -94,7 +98,13 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             ]
         })
     };
-    tokio::spawn(sample(runs.clone(), totals.clone(), rabbit.clone(), depths, cancel.clone()));
+    tokio::spawn(sample(
+        runs.clone(),
+        totals.clone(),
+        rabbit.clone(),
+        depths,
+        cancel.clone(),
+    ));
     let health = {
         let rabbit = rabbit.clone();
         Health::new(move || {

@@ -1,10 +1,17 @@
 //! The `spillway` binary: one program, several roles (see `spillway --help`).
 
+/// mimalloc returns freed pages to the OS and keeps per-thread heaps small: with several
+/// shard slots encoding and uploading at once, glibc malloc's arenas left the peak RSS of
+/// `spillway run --workers 4` about 15% higher and still growing with the job's size.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;
 
 mod cli;
+mod coordinator;
 mod demo;
 mod run;
 mod worker;

@@ -15,13 +15,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use async_trait::async_trait;
 use clap::Args;
-use spillway_api::{ShardResult, ShardTask};
+use spillway_controller::secrets::KubeSecrets;
 use spillway_engine::worker::run_worker;
-use spillway_engine::{Executor, LocalSecrets, Progress};
+use spillway_engine::{Executor, LocalSecrets, Progress, SecretResolver};
+use spillway_queue::ShardQueue;
 use spillway_queue::rabbit::{RabbitConfig, RabbitQueue, redact_url};
-use spillway_queue::{Consumer, Delivery, QueueError, ShardQueue};
 use spillway_telemetry::{Health, serve, worker_registry};
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +56,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "SPILLWAY_CONNECT_TIMEOUT", default_value = "30s",
           value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+    /// Read the Secrets jobs name through the Kubernetes API, in each job's namespace (the
+    /// in-cluster service account, or KUBECONFIG), instead of `--secrets-dir`.
+    #[arg(long, env = "SPILLWAY_KUBE_SECRETS", conflicts_with = "secrets_dir")]
+    pub kube_secrets: bool,
     /// Prefix of the shared queue names (`spillway.<namespace>.shards`) so several
     /// installations can share one broker; coordinators must use the same.
     #[arg(long, env = "SPILLWAY_QUEUE_NAMESPACE")]
@@ -143,13 +146,17 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     };
     let _ = lifecycle.queue.set(rabbit.clone());
 
-    let queue: Arc<dyn ShardQueue> = Arc::new(Watched {
-        inner: rabbit.clone(),
-        lifecycle: lifecycle.clone(),
-    });
-    let secrets = Arc::new(LocalSecrets {
-        dir: args.secrets_dir.clone(),
-    });
+    let queue: Arc<dyn ShardQueue> = Arc::new(rabbit.clone());
+    let secrets: Arc<dyn SecretResolver> = if args.kube_secrets {
+        let client = kube::Client::try_default().await.context(
+            "--kube-secrets: cannot reach the Kubernetes API (in a pod: is a service account mounted? outside: is KUBECONFIG set?)",
+        )?;
+        Arc::new(KubeSecrets::new(client, None))
+    } else {
+        Arc::new(LocalSecrets {
+            dir: args.secrets_dir.clone(),
+        })
+    };
     let executor = Arc::new(Executor::new(secrets, Some(progress.clone())));
     let mut work = tokio::spawn(run_worker(
         queue,
@@ -158,10 +165,14 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         cancel.clone(),
     ));
 
+    // The loop runs until the process stops: while it does, the worker consumes (its consumer
+    // subscribes again by itself after a reconnect, which `is_connected` covers).
+    lifecycle.consuming.store(true, Ordering::SeqCst);
     let ended = tokio::select! {
         r = &mut work => Some(r),
         _ = cancel.cancelled() => None,
     };
+    lifecycle.consuming.store(false, Ordering::SeqCst);
     let result = match ended {
         Some(Ok(Ok(()))) => Err(anyhow::anyhow!(
             "the broker closed the task queue; restarting the worker reconnects"
@@ -194,7 +205,11 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 /// Refuses what cannot be a broker URL before anything is started; the message never holds
 /// the password.
 fn check_broker_url(url: &str) -> anyhow::Result<()> {
-    let shown = redact_url(url);
+    let shown = match url.rsplit_once('@') {
+        // Not a URL but it may hold `user:password@`: show none of what precedes the `@`.
+        Some((_, host)) if !url.contains("://") => format!("***@{host}"),
+        _ => redact_url(url),
+    };
     let advice = "use amqp://user:password@host:5672/%2f (or amqps:// for TLS)";
     let Some((scheme, rest)) = url.split_once("://") else {
         bail!("--broker [{shown}] is not a URL; {advice}");
@@ -295,73 +310,6 @@ async fn wait_for_signal() -> &'static str {
     "Ctrl-C"
 }
 
-/// The broker queue, noting for `/readyz` whether tasks are being consumed.
-struct Watched {
-    inner: RabbitQueue,
-    lifecycle: Arc<Lifecycle>,
-}
-
-#[async_trait]
-impl ShardQueue for Watched {
-    async fn publish_task(&self, task: &ShardTask) -> Result<(), QueueError> {
-        self.inner.publish_task(task).await
-    }
-
-    async fn consume_tasks(
-        &self,
-        prefetch: u16,
-    ) -> Result<Box<dyn Consumer<ShardTask>>, QueueError> {
-        let inner = self.inner.consume_tasks(prefetch).await?;
-        self.lifecycle.consuming.store(true, Ordering::SeqCst);
-        Ok(Box::new(WatchedConsumer {
-            inner,
-            lifecycle: self.lifecycle.clone(),
-        }))
-    }
-
-    async fn publish_result(&self, reply_to: &str, result: &ShardResult) -> Result<(), QueueError> {
-        self.inner.publish_result(reply_to, result).await
-    }
-
-    async fn consume_results(
-        &self,
-        name: &str,
-    ) -> Result<Box<dyn Consumer<ShardResult>>, QueueError> {
-        self.inner.consume_results(name).await
-    }
-
-    async fn delete_results(&self, name: &str) -> Result<(), QueueError> {
-        self.inner.delete_results(name).await
-    }
-
-    async fn consume_dead_tasks(&self) -> Result<Box<dyn Consumer<ShardTask>>, QueueError> {
-        self.inner.consume_dead_tasks().await
-    }
-}
-
-/// The task consumer; its end means the worker no longer consumes.
-struct WatchedConsumer {
-    inner: Box<dyn Consumer<ShardTask>>,
-    lifecycle: Arc<Lifecycle>,
-}
-
-#[async_trait]
-impl Consumer<ShardTask> for WatchedConsumer {
-    async fn next(&mut self) -> Option<Result<Delivery<ShardTask>, QueueError>> {
-        let next = self.inner.next().await;
-        if next.is_none() {
-            self.lifecycle.consuming.store(false, Ordering::SeqCst);
-        }
-        next
-    }
-}
-
-impl Drop for WatchedConsumer {
-    fn drop(&mut self) {
-        self.lifecycle.consuming.store(false, Ordering::SeqCst);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,7 +346,10 @@ mod tests {
     fn readiness_follows_the_lifecycle() {
         let l = Lifecycle::default();
         let e = l.readiness("amqp://u:***@h/%2f").unwrap_err();
-        assert!(e.contains("connecting to the broker at amqp://u:***@h/%2f"), "{e}");
+        assert!(
+            e.contains("connecting to the broker at amqp://u:***@h/%2f"),
+            "{e}"
+        );
         l.stopping.store(true, Ordering::SeqCst);
         assert_eq!(l.readiness("b").unwrap_err(), "shutting down");
     }

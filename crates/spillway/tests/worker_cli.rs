@@ -38,7 +38,10 @@ fn error_lines(stderr: &str) -> Vec<&str> {
 fn help_lists_the_flags_and_hides_the_broker_value() {
     let out = spillway()
         .args(["worker", "--help"])
-        .env("SPILLWAY_BROKER", format!("amqp://admin:{PASSWORD}@rabbit:5672/%2f"))
+        .env(
+            "SPILLWAY_BROKER",
+            format!("amqp://admin:{PASSWORD}@rabbit:5672/%2f"),
+        )
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -79,10 +82,14 @@ fn a_broker_url_that_is_not_amqp_fails_in_one_line_without_the_password() {
     let errors = error_lines(&stderr);
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(
-        errors[0].starts_with("error: --broker [http://admin:***@127.0.0.1:5672/] has scheme [http]"),
+        errors[0]
+            .starts_with("error: --broker [http://admin:***@127.0.0.1:5672/] has scheme [http]"),
         "{stderr}"
     );
-    assert!(errors[0].contains("amqp://user:password@host:5672/%2f"), "{stderr}");
+    assert!(
+        errors[0].contains("amqp://user:password@host:5672/%2f"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -90,7 +97,14 @@ fn an_unreachable_broker_fails_after_the_connect_timeout_without_the_password() 
     let port = closed_port();
     let started = Instant::now();
     let out = spillway()
-        .args(["worker", "--listen", "127.0.0.1:0", "--connect-timeout", "1s", "--broker"])
+        .args([
+            "worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--connect-timeout",
+            "1s",
+            "--broker",
+        ])
         .arg(format!("amqp://admin:{PASSWORD}@127.0.0.1:{port}/%2f"))
         .output()
         .unwrap();
@@ -115,7 +129,10 @@ fn an_unreachable_broker_fails_after_the_connect_timeout_without_the_password() 
         .unwrap_or_else(|| panic!("no start line in {stderr}"));
     assert!(start.contains("concurrency=4"), "{start}");
     assert!(start.contains("listen=127.0.0.1:"), "{start}");
-    assert!(start.contains("broker=amqp://admin:***@127.0.0.1"), "{start}");
+    assert!(
+        start.contains("broker=amqp://admin:***@127.0.0.1"),
+        "{start}"
+    );
 }
 
 /// A running worker whose stderr lines arrive on a channel.
@@ -205,7 +222,9 @@ impl Drop for Running {
 /// `GET path` over plain HTTP/1.1: status and body.
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
@@ -266,7 +285,10 @@ fn probes_answer_while_connecting_and_sigterm_exits_zero() {
         "spillway_search_request_duration_seconds_count 0",
         "# EOF",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "`{line}` missing:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "`{line}` missing:\n{metrics}"
+        );
     }
 
     let kill = Command::new("kill")
@@ -277,7 +299,47 @@ fn probes_answer_while_connecting_and_sigterm_exits_zero() {
     let status = worker.wait(Duration::from_secs(30));
     let log = worker.seen.join("\n");
     assert_eq!(status.code(), Some(0), "{log}");
-    assert!(log.contains("signal=\"SIGTERM\"") || log.contains("signal=SIGTERM"), "{log}");
+    assert!(
+        log.contains("signal=\"SIGTERM\"") || log.contains("signal=SIGTERM"),
+        "{log}"
+    );
     assert!(!log.contains(PASSWORD), "{log}");
     drop(silent);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_without_the_password() {
+    let port = closed_port();
+    let out = spillway()
+        .args([
+            "--log-json",
+            "worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--connect-timeout",
+            "1s",
+            "--broker",
+        ])
+        .arg(format!("amqp://admin:{PASSWORD}@127.0.0.1:{port}/%2f"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("error:"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let start = logs
+        .iter()
+        .find(|v| v["fields"]["message"] == "spillway worker starting")
+        .unwrap_or_else(|| panic!("no start line in {stderr}"));
+    assert_eq!(start["level"], "INFO");
+    assert_eq!(start["fields"]["concurrency"], 4);
+    assert_eq!(
+        start["fields"]["broker"],
+        format!("amqp://admin:***@127.0.0.1:{port}/%2f")
+    );
+    assert_eq!(error_lines(&stderr).len(), 1, "{stderr}");
 }

@@ -14,6 +14,8 @@ pub enum TelemetryError {
     },
     #[error("cannot encode the metrics as OpenMetrics text: {0}")]
     Encode(#[from] std::fmt::Error),
-    #[error("cannot set up the OTLP trace exporter for {endpoint}: {reason}; check the OTEL_EXPORTER_OTLP_* variables")]
+    #[error(
+        "cannot set up the OTLP trace exporter for {endpoint}: {reason}; check the OTEL_EXPORTER_OTLP_* variables"
+    )]
     Exporter { endpoint: String, reason: String },
 }

@@ -12,7 +12,9 @@ pub mod server;
 pub mod trace;
 
 pub use error::TelemetryError;
-pub use metrics::{QueueDepth, coordinator_registry, encode_metrics, worker_registry};
+pub use metrics::{
+    QueueDepth, coordinator_registry, encode_metrics, poll_queue_depth, worker_registry,
+};
 pub use prometheus_client::registry::Registry;
 pub use server::{Health, serve};
 pub use trace::{TracingGuard, TracingOptions, init_tracing};

@@ -8,8 +8,9 @@
 //! snapshot keep-alives) and the depth of its queues, fed by a closure it provides.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -20,6 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 use spillway_engine::Progress;
 use spillway_engine::progress::{Histogram, SHARD_SECONDS_BUCKETS};
 use spillway_source::{LatencySnapshot, REQUEST_SECONDS_BUCKETS, RetryReason};
+use tokio::task::JoinHandle;
 
 use crate::TelemetryError;
 
@@ -39,6 +41,32 @@ const RETRY_REASONS: [RetryReason; 5] = [
     RetryReason::Connection,
     RetryReason::Timeout,
 ];
+
+/// A [`QueueDepth`] kept fresh by a background task: `fetch` runs every `every` (first at
+/// once) and a scrape returns the last successful answer, so scrapes never wait on the broker.
+/// `fetch` returns `None` when it could not learn the depths; the previous answer then stays.
+/// Abort the returned task to stop polling.
+pub fn poll_queue_depth<F, Fut>(every: Duration, fetch: F) -> (QueueDepth, JoinHandle<()>)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<Vec<(String, i64)>>> + Send + 'static,
+{
+    let last: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+    let writer = last.clone();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(depths) = fetch().await {
+                *writer.lock().unwrap_or_else(|p| p.into_inner()) = depths;
+            }
+        }
+    });
+    let depth: QueueDepth =
+        Arc::new(move || last.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    (depth, task)
+}
 
 /// The families of a worker process (also served by every other role).
 pub fn worker_registry(progress: Arc<Progress>) -> Registry {
@@ -215,12 +243,7 @@ fn gauge(
     help: &str,
     value: i64,
 ) -> Result<(), fmt::Error> {
-    ConstGauge::new(value).encode(encoder.encode_descriptor(
-        name,
-        help,
-        None,
-        MetricType::Gauge,
-    )?)
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
 /// `(upper bound, non-cumulative count)` pairs ending with `+Inf`.
@@ -344,16 +367,29 @@ mod tests {
 
         let before = scrape(&registry);
         for (family, kind) in WORKER_FAMILIES {
-            assert_eq!(before.kind.get(family).map(String::as_str), Some(kind), "{family}");
-            let help = before.help.get(family).unwrap_or_else(|| panic!("{family} has HELP"));
+            assert_eq!(
+                before.kind.get(family).map(String::as_str),
+                Some(kind),
+                "{family}"
+            );
+            let help = before
+                .help
+                .get(family)
+                .unwrap_or_else(|| panic!("{family} has HELP"));
             assert!(help.len() > 20, "{family}: {help}");
         }
         for (family, _) in COORDINATOR_FAMILIES {
-            assert!(!before.kind.contains_key(family), "{family} is coordinator-only");
+            assert!(
+                !before.kind.contains_key(family),
+                "{family} is coordinator-only"
+            );
         }
         assert_eq!(before.value("spillway_documents_exported_total", &[]), 0.0);
         assert_eq!(
-            before.value("spillway_shard_duration_seconds_count", &[("outcome", "completed")]),
+            before.value(
+                "spillway_shard_duration_seconds_count",
+                &[("outcome", "completed")]
+            ),
             0.0
         );
         assert_eq!(
@@ -384,14 +420,23 @@ mod tests {
         progress.record_client("job-b/run-1", a);
 
         let after = scrape(&registry);
-        assert_eq!(after.value("spillway_documents_exported_total", &[]), 1500.0);
+        assert_eq!(
+            after.value("spillway_documents_exported_total", &[]),
+            1500.0
+        );
         assert_eq!(after.value("spillway_bytes_written_total", &[]), 4096.0);
         assert_eq!(after.value("spillway_shards_in_flight", &[]), 3.0);
         assert_eq!(after.value("spillway_shard_retries_total", &[]), 2.0);
 
         let completed = [("outcome", "completed")];
-        assert_eq!(after.value("spillway_shard_duration_seconds_count", &completed), 2.0);
-        assert_eq!(after.value("spillway_shard_duration_seconds_sum", &completed), 48.0);
+        assert_eq!(
+            after.value("spillway_shard_duration_seconds_count", &completed),
+            2.0
+        );
+        assert_eq!(
+            after.value("spillway_shard_duration_seconds_sum", &completed),
+            48.0
+        );
         let bucket = |le: &str| {
             after.value(
                 "spillway_shard_duration_seconds_bucket",
@@ -403,7 +448,10 @@ mod tests {
         assert_eq!(bucket("60.0"), 2.0);
         assert_eq!(bucket("+Inf"), 2.0);
         assert_eq!(
-            after.value("spillway_shard_duration_seconds_count", &[("outcome", "failed")]),
+            after.value(
+                "spillway_shard_duration_seconds_count",
+                &[("outcome", "failed")]
+            ),
             1.0
         );
 
@@ -411,10 +459,22 @@ mod tests {
         let req = "spillway_search_request_duration_seconds";
         assert_eq!(after.value(&format!("{req}_count"), &[]), 10.0);
         assert!((after.value(&format!("{req}_sum"), &[]) - 180.32).abs() < 1e-9);
-        assert_eq!(after.value(&format!("{req}_bucket"), &[("le", "0.025")]), 0.0);
-        assert_eq!(after.value(&format!("{req}_bucket"), &[("le", "0.05")]), 8.0);
-        assert_eq!(after.value(&format!("{req}_bucket"), &[("le", "60.0")]), 8.0);
-        assert_eq!(after.value(&format!("{req}_bucket"), &[("le", "+Inf")]), 10.0);
+        assert_eq!(
+            after.value(&format!("{req}_bucket"), &[("le", "0.025")]),
+            0.0
+        );
+        assert_eq!(
+            after.value(&format!("{req}_bucket"), &[("le", "0.05")]),
+            8.0
+        );
+        assert_eq!(
+            after.value(&format!("{req}_bucket"), &[("le", "60.0")]),
+            8.0
+        );
+        assert_eq!(
+            after.value(&format!("{req}_bucket"), &[("le", "+Inf")]),
+            10.0
+        );
 
         assert_eq!(
             after.value("spillway_search_retries_total", &[("reason", "rejected")]),
@@ -425,9 +485,66 @@ mod tests {
             2.0
         );
         assert_eq!(
-            after.value("spillway_search_retries_total", &[("reason", "unavailable_5xx")]),
+            after.value(
+                "spillway_search_retries_total",
+                &[("reason", "unavailable_5xx")]
+            ),
             0.0
         );
+    }
+
+    #[tokio::test]
+    async fn polled_queue_depth_keeps_the_last_answer() {
+        // Each poll takes the next answer the test hands over.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Option<Vec<(String, i64)>>>();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let taken = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let counter = taken.clone();
+        let (depth, task) = poll_queue_depth(Duration::from_millis(10), move || {
+            let (rx, counter) = (rx.clone(), counter.clone());
+            async move {
+                let answer = rx.lock().await.recv().await.flatten();
+                counter.fetch_add(1, Relaxed);
+                answer
+            }
+        });
+        let wait_until = |ok: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !ok() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "condition not met in time"
+                );
+                std::thread::yield_now();
+            }
+        };
+        assert!(depth().is_empty());
+
+        let first = vec![("spillway.shards".to_string(), 12)];
+        tx.send(Some(first.clone())).unwrap();
+        let d = depth.clone();
+        tokio::task::spawn_blocking(move || wait_until(&|| d() == first))
+            .await
+            .unwrap();
+
+        tx.send(None).unwrap();
+        let t = taken.clone();
+        tokio::task::spawn_blocking(move || wait_until(&|| t.load(Relaxed) >= 2))
+            .await
+            .unwrap();
+        assert_eq!(
+            depth(),
+            vec![("spillway.shards".to_string(), 12)],
+            "a failed poll keeps the last answer"
+        );
+
+        let second = vec![("spillway.shards".to_string(), 3)];
+        tx.send(Some(second.clone())).unwrap();
+        let d = depth.clone();
+        tokio::task::spawn_blocking(move || wait_until(&|| d() == second))
+            .await
+            .unwrap();
+        task.abort();
     }
 
     #[test]
@@ -446,7 +563,11 @@ mod tests {
         );
         let before = scrape(&registry);
         for (family, kind) in WORKER_FAMILIES.iter().chain(COORDINATOR_FAMILIES.iter()) {
-            assert_eq!(before.kind.get(*family).map(String::as_str), Some(*kind), "{family}");
+            assert_eq!(
+                before.kind.get(*family).map(String::as_str),
+                Some(*kind),
+                "{family}"
+            );
             assert!(before.help.contains_key(*family), "{family} has HELP");
         }
         assert_eq!(

@@ -21,7 +21,8 @@ use crate::TelemetryError;
 use crate::metrics::encode_metrics;
 
 /// The content type of `/metrics`.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 type Check = dyn Fn() -> Result<(), String> + Send + Sync;
 
@@ -104,7 +105,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(reason) => {
             let line = reason.replace(['\n', '\r'], " ");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {line}\n")).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {line}\n"),
+            )
+                .into_response()
         }
     }
 }
@@ -173,7 +178,8 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
         assert!(
-            body.lines().any(|l| l == "spillway_documents_exported_total 77"),
+            body.lines()
+                .any(|l| l == "spillway_documents_exported_total 77"),
             "{body}"
         );
         assert!(body.ends_with("# EOF\n"));
@@ -194,6 +200,9 @@ mod tests {
         .await
         .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains(&addr.to_string()) && msg.contains("--listen"), "{msg}");
+        assert!(
+            msg.contains(&addr.to_string()) && msg.contains("--listen"),
+            "{msg}"
+        );
     }
 }

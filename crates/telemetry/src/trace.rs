@@ -14,6 +14,7 @@
 //! after the application's runtime and never compete with its tasks. The returned
 //! [`TracingGuard`] flushes the spans still buffered and shuts the exporter down on drop.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -108,7 +109,12 @@ pub fn init_tracing(opts: TracingOptions) -> TracingGuard {
     let fmt_layer = if opts.json {
         fmt::layer().json().with_writer(std::io::stderr).boxed()
     } else {
-        fmt::layer().with_writer(std::io::stderr).boxed()
+        // Colours only on a terminal: log collectors and pipes get plain text.
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed()
     }
     .with_filter(filter);
     let otel_layer = otlp.as_ref().map(|o: &Otlp| {

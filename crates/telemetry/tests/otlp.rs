@@ -26,7 +26,13 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 /// Runs `child_exports_one_span` in a child process with `envs`; returns its stderr.
 fn run_child(envs: &[(&str, String)]) -> String {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_exports_one_span", "--ignored", "--nocapture", "--test-threads=1"]);
+    cmd.args([
+        "--exact",
+        "child_exports_one_span",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
     for var in [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -94,14 +100,26 @@ async fn spans_reach_an_otlp_http_receiver() {
         .await
         .unwrap();
     let bodies = std::mem::take(&mut *received.lock().await);
-    assert!(!bodies.is_empty(), "no export reached the receiver; child stderr:\n{stderr}");
+    assert!(
+        !bodies.is_empty(),
+        "no export reached the receiver; child stderr:\n{stderr}"
+    );
     for (content_type, _) in &bodies {
         assert_eq!(content_type, "application/x-protobuf");
     }
     let all: Vec<u8> = bodies.iter().flat_map(|(_, b)| b.clone()).collect();
-    assert!(contains(&all, "export_shard"), "the span's name is exported");
-    assert!(contains(&all, "shard-0007"), "the span's fields are exported");
-    assert!(contains(&all, "spillway-from-env"), "OTEL_SERVICE_NAME names the service");
+    assert!(
+        contains(&all, "export_shard"),
+        "the span's name is exported"
+    );
+    assert!(
+        contains(&all, "shard-0007"),
+        "the span's fields are exported"
+    );
+    assert!(
+        contains(&all, "spillway-from-env"),
+        "OTEL_SERVICE_NAME names the service"
+    );
     assert!(!contains(&all, "the-default-name"));
 
     // 2: no service name in the environment: the caller's default.

@@ -1,0 +1,603 @@
+//! The Kubernetes deployment end to end, as processes: kubesim (the API server), two
+//! `spillway coordinator` replicas electing a leader, three `spillway worker` processes reading
+//! Secrets through the API, RabbitMQ, SeaweedFS and searchsim. Every manifest in
+//! `manifests/examples/` is applied (pointed at the local services) and watched until it
+//! succeeds; statuses and output are compared with the source.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, ResourceExt};
+use searchsim::datagen::DataSpec;
+use searchsim::{Config, Faults, RunningSim};
+use serde_json::{Value, json};
+use spillway_api::{ExportJob, Phase};
+use spillway_e2e::procs::*;
+use spillway_e2e::*;
+use spillway_sink::storage::Storage;
+
+const NS: &str = "exports";
+const SYSTEM_NS: &str = "spillway-system";
+
+/// The deployment: API server, broker vhost, coordinators and workers.
+struct Deployment {
+    kube: kubesim::Server,
+    client: Client,
+    dir: tempfile::TempDir,
+    broker: String,
+    coordinators: Vec<Proc>,
+    workers: Vec<Proc>,
+}
+
+/// A restartable child process with its log file.
+struct Proc {
+    name: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Proc {
+    fn start(name: &str, args: Vec<String>, env: Vec<(String, String)>, log: PathBuf) -> Proc {
+        let child = spawn(&args, &env, &log);
+        Proc {
+            name: name.to_string(),
+            args,
+            env,
+            log,
+            child,
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(args: &[String], env: &[(String, String)], log: &Path) -> Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(bin("spillway"))
+        .args(args)
+        .envs(env.iter().cloned())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("spillway starts")
+}
+
+impl Deployment {
+    async fn start(name: &str, coordinators: usize, workers: usize) -> Deployment {
+        init();
+        let kube = kubesim::Server::start(kubesim::ServerOptions::default())
+            .await
+            .expect("kubesim starts");
+        let client = kube.client();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        crds.create(&PostParams::default(), &spillway_api::crd::crd())
+            .await
+            .expect("the CRD is accepted");
+        let nss: Api<Namespace> = Api::all(client.clone());
+        for ns in [NS, SYSTEM_NS] {
+            let mut n = Namespace::default();
+            n.metadata.name = Some(ns.into());
+            nss.create(&PostParams::default(), &n).await.unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_vhost(name);
+        let mut d = Deployment {
+            kube,
+            client,
+            dir,
+            broker,
+            coordinators: Vec::new(),
+            workers: Vec::new(),
+        };
+        for i in 0..coordinators {
+            d.add_coordinator(&format!("coordinator-{i}"));
+        }
+        for i in 0..workers {
+            let id = format!("worker-{i}");
+            let kubeconfig = d.kubeconfig(&id);
+            let log = d.dir.path().join(format!("{id}.log"));
+            let args = [
+                "--log", "info", "worker", "--broker", &d.broker, "--concurrency", "2",
+                "--kube-secrets", "--listen", "127.0.0.1:0",
+            ]
+            .map(String::from)
+            .to_vec();
+            d.workers.push(Proc::start(&id, args, vec![("KUBECONFIG".into(), kubeconfig)], log));
+        }
+        d
+    }
+
+    /// A kubeconfig whose current context authenticates as `user`.
+    fn kubeconfig(&self, user: &str) -> String {
+        self.kube.add_token(&format!("token-{user}"), user);
+        let mut doc: Value = serde_yaml_ng::from_str(&self.kube.kubeconfig_yaml()).unwrap();
+        doc["current-context"] = json!(format!("kubesim-{user}"));
+        let path = self.dir.path().join(format!("{user}.kubeconfig"));
+        std::fs::write(&path, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+        path.display().to_string()
+    }
+
+    fn add_coordinator(&mut self, id: &str) {
+        let kubeconfig = self.kubeconfig(id);
+        let args = [
+            "--log", "info", "coordinator", "--broker", &self.broker, "--lease-namespace",
+            SYSTEM_NS, "--identity", id, "--lease-duration", "4s", "--status-interval", "1s",
+            "--listen", "127.0.0.1:0",
+        ]
+        .map(String::from)
+        .to_vec();
+        let log = self.dir.path().join(format!("{id}.log"));
+        self.coordinators.push(Proc::start(
+            id,
+            args,
+            vec![("KUBECONFIG".into(), kubeconfig)],
+            log,
+        ));
+    }
+
+    fn jobs(&self) -> Api<ExportJob> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    async fn secret(&self, name: &str, data: &[(&str, &str)]) {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), NS);
+        let mut s = Secret::default();
+        s.metadata.name = Some(name.into());
+        s.data = Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        );
+        api.create(&PostParams::default(), &s).await.unwrap();
+    }
+
+    /// The identity holding the leader Lease.
+    async fn leader(&self) -> Option<String> {
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), SYSTEM_NS);
+        api.get_opt("spillway-coordinator")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    }
+
+    fn logs(&self) -> String {
+        self.coordinators
+            .iter()
+            .chain(self.workers.iter())
+            .map(|p| {
+                let text = p.log_text();
+                let lines: Vec<&str> = text.lines().collect();
+                format!(
+                    "--- {} ---\n{}",
+                    p.name,
+                    lines[lines.len().saturating_sub(25)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Users that wrote ExportJob statuses.
+    fn status_writers(&self) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .kube
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/status") && r.verb == "patch")
+            .map(|r| r.user)
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+
+    async fn wait_phase(&self, name: &str, phase: Phase, limit: Duration) -> ExportJob {
+        let cond = move |o: Option<&ExportJob>| {
+            o.and_then(|j| j.status.as_ref())
+                .and_then(|s| s.phase)
+                .is_some_and(|p| p == phase || (p == Phase::Failed && phase != Phase::Failed))
+        };
+        let j = tokio::time::timeout(limit, await_condition(self.jobs(), name, cond))
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not reach {phase:?} in {limit:?}:\n{}", self.logs()))
+            .expect("watch works")
+            .expect("the job exists");
+        let got = j.status.as_ref().and_then(|s| s.phase);
+        assert_eq!(
+            got,
+            Some(phase),
+            "{name}: {:?}\n{}",
+            j.status.as_ref().and_then(|s| s.last_error.clone()),
+            self.logs()
+        );
+        j
+    }
+}
+
+/// Loads `spec`'s documents into `sim`.
+fn load(sim: &RunningSim, spec: &DataSpec) {
+    searchsim::datagen::load(sim.cluster(), spec).expect("data loads");
+}
+
+fn example(name: &str) -> Value {
+    let path = repo_root().join("manifests/examples").join(name);
+    serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Ids (sorted) of every document the cluster returns for `body` (a search request).
+async fn source_ids(sim: &RunningSim, index: &str, query: Value) -> Vec<String> {
+    let c = reqwest::Client::new();
+    let v: Value = c
+        .post(format!("{}/{index}/_search?size=10000", sim.url()))
+        .json(&json!({"query": query, "_source": false, "track_total_hits": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hits = v["hits"]["hits"].as_array().unwrap();
+    assert_eq!(
+        hits.len() as u64,
+        v["hits"]["total"]["value"].as_u64().unwrap(),
+        "test data sets stay under 10,000 documents"
+    );
+    let mut ids: Vec<String> = hits
+        .iter()
+        .map(|h| h["_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn range_query(field: &str, gte: &str, lt: &str, user: Option<Value>) -> Value {
+    let mut filter = vec![json!({"range": {field: {"gte": gte, "lt": lt}}})];
+    if let Some(u) = user {
+        filter.push(u);
+    }
+    json!({"bool": {"filter": filter}})
+}
+
+/// Ids of a run's files, for any format, read from a directory.
+fn dir_ids(dir: &Path) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let key = p.display().to_string();
+            if !key.contains("/data/") {
+                continue;
+            }
+            let body = std::fs::read(&p).unwrap();
+            ids.extend(ids_of(&key, body.into()));
+        }
+    }
+    ids.sort();
+    ids
+}
+
+fn ids_of(key: &str, body: bytes::Bytes) -> Vec<String> {
+    if key.contains(".parquet") {
+        parquet_rows(body)
+            .into_iter()
+            .map(|r| r["_id"].as_str().unwrap().to_string())
+            .collect()
+    } else if key.contains(".csv") {
+        csv_rows(key, &body)
+            .into_iter()
+            .map(|r| r["_id"].clone())
+            .collect()
+    } else {
+        ndjson_rows(key, &body)
+            .into_iter()
+            .map(|r| r["_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+async fn s3_ids(storage: &dyn Storage, run_dir: &str) -> Vec<String> {
+    let (_, files) = read_run(storage, run_dir).await;
+    let mut ids: Vec<String> = files
+        .into_iter()
+        .flat_map(|(k, b)| ids_of(&k, b))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The run directory (relative to the destination root) of a finished job.
+fn run_dir(job: &ExportJob, prefix: &str) -> String {
+    let st = job.status.as_ref().unwrap();
+    let p = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    format!("{p}{}/{}", job.name_any(), st.run_id.as_ref().unwrap())
+}
+
+fn assert_counts(job: &ExportJob, expected: usize) {
+    let st = job.status.as_ref().unwrap();
+    assert_eq!(st.documents.expected, expected as u64, "{}", job.name_any());
+    assert_eq!(st.documents.exported, expected as u64, "{}", job.name_any());
+    assert_eq!(st.shards.succeeded, st.shards.total);
+    assert_eq!(st.observed_generation, job.metadata.generation);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heavy_every_example_manifest_runs_to_success() {
+    let d = Deployment::start("kube-examples", 2, 3).await;
+    let s3 = s3_env();
+    let out = d.dir.path().join("volumes");
+
+    // One plain cluster (query-and-fields, suspended, volume-ndjson), one with TLS and basic
+    // auth (s3-parquet-daily), one that verifies SigV4 signatures (sigv4-amazon-opensearch).
+    let (plain, _) = sim_with(Config::opensearch_3(), &DataSpec {
+        docs: 3_000, days: 31, seed: 1, index_prefix: "logs-".into(), large_every: 0, ..Default::default()
+    }).await;
+    load(&plain, &DataSpec {
+        docs: 2_000, days: 365, seed: 2, index_prefix: "metrics-".into(),
+        start: chrono::NaiveDate::from_ymd_opt(2023, 1, 1).unwrap(), large_every: 0, ..Default::default()
+    });
+    let orders = DataSpec {
+        docs: 1_500, days: 2, seed: 3, index_prefix: "orders-".into(), large_every: 0, ..Default::default()
+    };
+    load(&plain, &orders);
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/_aliases", plain.url()))
+        .json(&json!({"actions": [{"add": {"index": "orders-*", "alias": "orders"}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "alias: {}", r.text().await.unwrap());
+
+    let tls_dir = tempfile::tempdir().unwrap();
+    let auth = searchsim::Auth {
+        users: vec![searchsim::User::new("reader", "reader-password-1")],
+        ..Default::default()
+    };
+    let (secure, _) = sim_with(
+        Config::opensearch_3().with_tls(tls_dir.path()).with_auth(auth),
+        &DataSpec { docs: 4_000, days: 31, seed: 4, large_every: 0, ..Default::default() },
+    )
+    .await;
+    let (signed, _) = sim_with(
+        Config::opensearch_3().with_sigv4("AKIDAUDIT", "audit-secret-key-1"),
+        &DataSpec {
+            docs: 2_500, days: 182, seed: 5, index_prefix: "audit-".into(),
+            start: chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(), large_every: 0, ..Default::default()
+        },
+    )
+    .await;
+
+    d.secret("search-reader", &[("username", "reader"), ("password", "reader-password-1")]).await;
+    d.secret("search-ca", &[("ca.crt", secure.ca_pem().unwrap())]).await;
+    for name in ["s3-writer", "minio-writer"] {
+        d.secret(name, &[("accessKeyId", &s3.access_key), ("secretAccessKey", &s3.secret_key)]).await;
+    }
+    d.secret("aws-reader", &[("accessKeyId", "AKIDAUDIT"), ("secretAccessKey", "audit-secret-key-1")]).await;
+
+    let point_s3 = |job: &mut Value, bucket: &str| {
+        let s3v = &mut job["spec"]["output"]["destination"]["s3"];
+        s3v["bucket"] = json!(bucket);
+        s3v["endpoint"] = json!(s3_env().endpoint);
+        s3v["forcePathStyle"] = json!(true);
+        if s3v.get("secretRef").is_none() {
+            s3v["secretRef"] = json!({"name": "s3-writer"});
+        }
+    };
+    let mut expected: BTreeMap<String, (Vec<String>, String)> = BTreeMap::new();
+
+    // s3-parquet-daily: TLS + basic auth → S3 Parquet.
+    let mut j = example("s3-parquet-daily.yaml");
+    j["spec"]["source"]["url"] = json!(secure.url());
+    point_s3(&mut j, "kube-daily");
+    s3_bucket("kube-daily").await;
+    let ids = source_ids(&secure, "logs-*", range_query("@timestamp", "2024-03-01T00:00:00Z", "2024-04-01T00:00:00Z", None)).await;
+    expected.insert(j["metadata"]["name"].as_str().unwrap().into(), (ids, "s3:kube-daily".into()));
+    let mut manifests = vec![j];
+
+    // sigv4-amazon-opensearch: signed requests → S3 Parquet.
+    let mut j = example("sigv4-amazon-opensearch.yaml");
+    j["spec"]["source"]["url"] = json!(signed.url());
+    point_s3(&mut j, "kube-audit");
+    s3_bucket("kube-audit").await;
+    // Read the source through the plain path: the signed cluster checks every request.
+    let mut ids: Vec<String> = searchsim::datagen::docs(&DataSpec {
+        docs: 2_500, days: 182, seed: 5, index_prefix: "audit-".into(),
+        start: chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(), large_every: 0, ..Default::default()
+    }).map(|d| d.id).collect();
+    ids.sort();
+    expected.insert(j["metadata"]["name"].as_str().unwrap().into(), (ids, "s3:kube-audit".into()));
+    manifests.push(j);
+
+    // query-and-fields: a query and field selection → S3 Parquet.
+    let mut j = example("query-and-fields.yaml");
+    j["spec"]["source"]["url"] = json!(plain.url());
+    point_s3(&mut j, "kube-incident");
+    s3_bucket("kube-incident").await;
+    let user_query = j["spec"]["source"]["query"].clone();
+    let ids = source_ids(&plain, "logs-2024.03.*", range_query("@timestamp", "2024-03-01T00:00:00Z", "2024-04-01T00:00:00Z", Some(user_query))).await;
+    assert!(!ids.is_empty(), "the example's query matches some generated documents");
+    expected.insert(j["metadata"]["name"].as_str().unwrap().into(), (ids, "s3:kube-incident".into()));
+    manifests.push(j);
+
+    // volume-ndjson: an alias → NDJSON on a volume.
+    let mut j = example("volume-ndjson.yaml");
+    j["spec"]["source"]["url"] = json!(plain.url());
+    let vol = out.join("orders");
+    j["spec"]["output"]["destination"]["volume"]["path"] = json!(vol.display().to_string());
+    let ids = source_ids(&plain, "orders", json!({"match_all": {}})).await;
+    expected.insert(j["metadata"]["name"].as_str().unwrap().into(), (ids, format!("dir:{}", vol.display())));
+    manifests.push(j);
+
+    // suspended: waits suspended, then resumes → CSV on a volume.
+    let mut j = example("suspended.yaml");
+    j["spec"]["source"]["url"] = json!(plain.url());
+    let vol = out.join("backfill");
+    j["spec"]["output"]["destination"]["volume"]["path"] = json!(vol.display().to_string());
+    let ids = source_ids(&plain, "metrics-*", range_query("@timestamp", "2023-01-01T00:00:00Z", "2024-01-01T00:00:00Z", None)).await;
+    expected.insert(j["metadata"]["name"].as_str().unwrap().into(), (ids, format!("dir:{}", vol.display())));
+    manifests.push(j);
+
+    for mut m in manifests {
+        m["metadata"]["namespace"] = json!(NS);
+        let job: ExportJob = serde_json::from_value(m).unwrap();
+        d.jobs().create(&PostParams::default(), &job).await.unwrap_or_else(|e| panic!("{}: {e}", job.name_any()));
+    }
+    // The suspended one waits, then resumes when told to.
+    let suspended = d.wait_phase("backfill-suspended", Phase::Suspended, Duration::from_secs(60)).await;
+    assert!(dir_ids(&out.join("backfill")).is_empty(), "nothing exported while suspended");
+    assert_eq!(suspended.status.unwrap().conditions.iter().find(|c| c.type_ == "Suspended").unwrap().status, "True");
+    d.jobs()
+        .patch("backfill-suspended", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": false}})))
+        .await
+        .unwrap();
+
+    for (name, (ids, dest)) in &expected {
+        let job = d.wait_phase(name, Phase::Succeeded, Duration::from_secs(300)).await;
+        assert_counts(&job, ids.len());
+        let got = if let Some(bucket) = dest.strip_prefix("s3:") {
+            let prefix = job.spec.output.destination.s3.as_ref().unwrap().prefix.clone().unwrap_or_default();
+            s3_ids(s3_bucket(bucket).await.as_ref(), &run_dir(&job, prefix.trim_end_matches('/'))).await
+        } else {
+            dir_ids(Path::new(dest.strip_prefix("dir:").unwrap()))
+        };
+        assert_eq!(&got, ids, "{name}: the output holds exactly the source's documents");
+    }
+    // Only the leader ever wrote statuses (and so drove the runs).
+    let leader = d.leader().await.expect("a leader holds the lease");
+    assert_eq!(d.status_writers(), vec![leader.clone()], "\n{}", d.logs());
+    for p in &d.coordinators {
+        let started = p.log_text().matches("starting the export").count();
+        if p.name == leader {
+            assert!(started >= expected.len(), "{} started {started} runs", p.name);
+        } else {
+            assert_eq!(started, 0, "{} is a follower and started runs:\n{}", p.name, d.logs());
+        }
+    }
+    for sim in [plain, secure, signed] {
+        sim.shutdown().await;
+    }
+}
+
+fn job_yaml(name: &str, url: &str, spec: &DataSpec, extra: &str, out: &Path) -> ExportJob {
+    let end = spec.start + chrono::Days::new(u64::from(spec.days));
+    let yaml = format!(
+        "apiVersion: spillway.dev/v1alpha1\nkind: ExportJob\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n  source:\n    url: {url}\n    indices: [\"{prefix}*\"]\n  timeRange:\n    field: \"@timestamp\"\n    gte: {start}T00:00:00Z\n    lt: {end}T00:00:00Z\n{extra}  output:\n    format: ndjson\n    compression: none\n    includeMetadata: true\n    destination:\n      volume:\n        path: {out}\n",
+        prefix = spec.index_prefix,
+        start = spec.start,
+        out = out.display(),
+    );
+    spillway_api::load_job_yaml(&yaml).unwrap()
+}
+
+fn sorted_source(spec: &DataSpec) -> Vec<String> {
+    let mut ids: Vec<String> = searchsim::datagen::docs(spec).map(|d| d.id).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heavy_delete_suspend_and_leader_failover() {
+    let mut d = Deployment::start("kube-lifecycle", 2, 3).await;
+    let spec = DataSpec { docs: 20_000, days: 4, seed: 9, large_every: 0, ..Default::default() };
+    let (sim, _) = sim_with(Config::opensearch_3(), &spec).await;
+    sim.cluster()
+        .set_faults(Faults { latency_ms: 25, paths: vec!["_search".into()], ..Default::default() })
+        .unwrap();
+    let extra = "  sharding:\n    targetDocsPerShard: 1000\n    pageSize: 250\n  parallelism:\n    maxConcurrentShards: 4\n";
+
+    // 1. Deleting a running job closes its PIT and leaves nothing half-written behind.
+    let out = d.dir.path().join("doomed");
+    d.jobs().create(&PostParams::default(), &job_yaml("doomed", &sim.url(), &spec, extra, &out)).await.unwrap();
+    let running = d.wait_phase("doomed", Phase::Running, Duration::from_secs(60)).await;
+    assert_eq!(sim.cluster().open_pits(), 1);
+    d.jobs().delete("doomed", &DeleteParams::default()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), await_condition(d.jobs(), "doomed", conditions::is_deleted(&running.uid().unwrap())))
+        .await
+        .expect("deleted within a minute")
+        .unwrap();
+    assert_eq!(sim.cluster().open_pits(), 0, "the PIT is closed on deletion:\n{}", d.logs());
+
+    // 2. Suspend mid-run, then resume: exact output.
+    let out = d.dir.path().join("paused");
+    d.jobs().create(&PostParams::default(), &job_yaml("paused", &sim.url(), &spec, extra, &out)).await.unwrap();
+    d.wait_phase("paused", Phase::Running, Duration::from_secs(60)).await;
+    d.jobs().patch("paused", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": true}}))).await.unwrap();
+    d.wait_phase("paused", Phase::Suspended, Duration::from_secs(60)).await;
+    d.jobs().patch("paused", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": false}}))).await.unwrap();
+    let done = d.wait_phase("paused", Phase::Succeeded, Duration::from_secs(300)).await;
+    assert_counts(&done, spec.docs as usize);
+    assert_eq!(dir_ids(&out), sorted_source(&spec), "suspend/resume exports every document once");
+
+    // 3. Kill the leader mid-job: the follower takes over within the lease and finishes.
+    let out = d.dir.path().join("failover");
+    d.jobs().create(&PostParams::default(), &job_yaml("failover", &sim.url(), &spec, extra, &out)).await.unwrap();
+    d.wait_phase("failover", Phase::Running, Duration::from_secs(60)).await;
+    let leader = d.leader().await.expect("a leader");
+    let idx = d.coordinators.iter().position(|p| p.name == leader).unwrap();
+    d.coordinators[idx].kill9();
+    let killed_at = Instant::now();
+    let mut new_leader = None;
+    while killed_at.elapsed() < Duration::from_secs(30) {
+        if let Some(l) = d.leader().await
+            && l != leader
+        {
+            new_leader = Some(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new_leader = new_leader.unwrap_or_else(|| panic!("no follower took over:\n{}", d.logs()));
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(4 + 3),
+        "the follower took over within the 4 s lease (plus a retry period): {:?}",
+        killed_at.elapsed()
+    );
+    let done = d.wait_phase("failover", Phase::Succeeded, Duration::from_secs(300)).await;
+    assert_counts(&done, spec.docs as usize);
+    assert_eq!(dir_ids(&out), sorted_source(&spec), "the new leader resumed and finished exactly");
+    let survivor = d.coordinators.iter_mut().find(|p| p.name == new_leader).unwrap();
+    assert!(survivor.alive());
+    sim.shutdown().await;
+}
