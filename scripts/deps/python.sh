@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Python clients that the searchsim and kubesim client tests drive (opensearch-py,
-# the Elasticsearch 8.x client, PyYAML, the Kubernetes client) into a virtualenv at <repo>/.work/venv.
+# the Elasticsearch 8.x client, PyYAML, the Kubernetes client) and the chart tests' tools
+# (helm-python-sdk: Helm's renderer and linter without a helm binary; kubernetes-validate;
+# check-jsonschema) into a virtualenv at <repo>/.work/venv.
 #
 # Idempotent: when the venv already holds exactly the pinned versions it only says so
 # and exits. Needs a Python 3 interpreter (override with PYTHON=...) and PyPI access.
@@ -11,6 +13,9 @@ OPENSEARCH_PY_VERSION="3.2.0"
 ELASTICSEARCH_PY_VERSION="8.19.3"
 PYYAML_VERSION="6.0.3"
 KUBERNETES_PY_VERSION="37.0.2"
+HELM_PYTHON_SDK_VERSION="0.2.2"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+CHECK_JSONSCHEMA_VERSION="0.39.0"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 venv="${repo_root}/.work/venv"
@@ -24,6 +29,9 @@ wanted=(
   "elasticsearch==${ELASTICSEARCH_PY_VERSION}"
   "PyYAML==${PYYAML_VERSION}"
   "kubernetes==${KUBERNETES_PY_VERSION}"
+  "helm-python-sdk==${HELM_PYTHON_SDK_VERSION}"
+  "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}"
+  "check-jsonschema==${CHECK_JSONSCHEMA_VERSION}"
 )
 
 # Prints nothing and succeeds when every pinned distribution is installed at its pin.
@@ -66,6 +74,6 @@ log "installing ${wanted[*]} into ${venv}"
   || die "pip install failed for ${wanted[*]} (is PyPI reachable?)"
 
 installed_ok || die "after pip install, ${venv} still does not hold ${wanted[*]}"
-"${venv}/bin/python" -c 'import opensearchpy, elasticsearch, yaml, kubernetes' \
+"${venv}/bin/python" -c 'import opensearchpy, elasticsearch, yaml, kubernetes, helm_python, kubernetes_validate, check_jsonschema' \
   || die "the installed clients cannot be imported from ${venv}/bin/python"
 log "done: ${wanted[*]} in ${venv}"

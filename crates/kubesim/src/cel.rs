@@ -22,7 +22,8 @@ fn lex(src: &str) -> Option<Vec<Tok>> {
     let mut i = 0;
     let mut out = Vec::new();
     const OPS: [&str; 24] = [
-        "||", "&&", "==", "!=", "<=", ">=", "<", ">", "!", "+", "-", "*", "/", "%", "(", ")", "[", "]", ",", ".", "?", ":", "{", "}",
+        "||", "&&", "==", "!=", "<=", ">=", "<", ">", "!", "+", "-", "*", "/", "%", "(", ")", "[",
+        "]", ",", ".", "?", ":", "{", "}",
     ];
     while i < chars.len() {
         let c = chars[i];
@@ -202,7 +203,9 @@ impl Parser {
         let mut e = self.primary()?;
         loop {
             if self.eat(".").is_some() {
-                let Some(Tok::Ident(name)) = self.peek().cloned() else { return None };
+                let Some(Tok::Ident(name)) = self.peek().cloned() else {
+                    return None;
+                };
                 self.pos += 1;
                 if self.eat("(").is_some() {
                     e = Expr::Call(Some(Box::new(e)), name, self.args()?);
@@ -302,7 +305,9 @@ fn cmp(a: &V, c: &V) -> Result<std::cmp::Ordering, String> {
         (V::Ts(x), V::Ts(y)) => Ok(x.cmp(y)),
         (V::J(Value::String(x)), V::J(Value::String(y))) => Ok(x.cmp(y)),
         _ => match (as_num(a), as_num(c)) {
-            (Some(x), Some(y)) => x.partial_cmp(&y).ok_or_else(|| "NaN comparison".to_string()),
+            (Some(x), Some(y)) => x
+                .partial_cmp(&y)
+                .ok_or_else(|| "NaN comparison".to_string()),
             _ => Err("no such overload for comparison".into()),
         },
     }
@@ -321,7 +326,10 @@ impl Env<'_> {
         }
         match name {
             "self" => Ok(V::J(self.this.clone())),
-            "oldSelf" => self.old.map(|o| V::J(o.clone())).ok_or_else(|| "oldSelf is not available".into()),
+            "oldSelf" => self
+                .old
+                .map(|o| V::J(o.clone()))
+                .ok_or_else(|| "oldSelf is not available".into()),
             other => Err(format!("undeclared reference to '{other}'")),
         }
     }
@@ -335,7 +343,9 @@ impl Env<'_> {
                 for i in items {
                     match self.eval(i)? {
                         V::J(v) => out.push(v),
-                        V::Ts(_) => return Err("timestamps in list literals are not supported".into()),
+                        V::Ts(_) => {
+                            return Err("timestamps in list literals are not supported".into());
+                        }
                     }
                 }
                 Ok(V::J(Value::Array(out)))
@@ -357,9 +367,11 @@ impl Env<'_> {
                         .and_then(|n| a.get(n as usize).cloned())
                         .map(V::J)
                         .ok_or_else(|| "index out of range".into()),
-                    (V::J(Value::Object(m)), V::J(Value::String(k))) => {
-                        m.get(&k).cloned().map(V::J).ok_or_else(|| format!("no such key: {k}"))
-                    }
+                    (V::J(Value::Object(m)), V::J(Value::String(k))) => m
+                        .get(&k)
+                        .cloned()
+                        .map(V::J)
+                        .ok_or_else(|| format!("no such key: {k}")),
                     _ => Err("no such overload for index".into()),
                 }
             }
@@ -370,7 +382,9 @@ impl Env<'_> {
                     let n = as_num(&v).unwrap_or(0.0) as i64;
                     Ok(V::J(Value::from(-n)))
                 } else {
-                    as_num(&v).map(|n| V::J(Value::from(-n))).ok_or_else(|| "no such overload for -".into())
+                    as_num(&v)
+                        .map(|n| V::J(Value::from(-n)))
+                        .ok_or_else(|| "no such overload for -".into())
                 }
             }
             Expr::Cond(c, a, d) => {
@@ -414,7 +428,9 @@ impl Env<'_> {
                     ">" => Ok(b(cmp(&a, &c)?.is_gt())),
                     ">=" => Ok(b(cmp(&a, &c)?.is_ge())),
                     "in" => match c {
-                        V::J(Value::Array(items)) => Ok(b(items.into_iter().any(|i| eq(&V::J(i), &a)))),
+                        V::J(Value::Array(items)) => {
+                            Ok(b(items.into_iter().any(|i| eq(&V::J(i), &a))))
+                        }
                         V::J(Value::Object(m)) => match a {
                             V::J(Value::String(k)) => Ok(b(m.contains_key(&k))),
                             _ => Err("no such overload for in".into()),
@@ -422,7 +438,9 @@ impl Env<'_> {
                         _ => Err("no such overload for in".into()),
                     },
                     "+" => match (a, c) {
-                        (V::J(Value::String(x)), V::J(Value::String(y))) => Ok(V::J(Value::String(x + &y))),
+                        (V::J(Value::String(x)), V::J(Value::String(y))) => {
+                            Ok(V::J(Value::String(x + &y)))
+                        }
                         (V::J(Value::Array(mut x)), V::J(Value::Array(y))) => {
                             x.extend(y);
                             Ok(V::J(Value::Array(x)))
@@ -445,8 +463,11 @@ impl Env<'_> {
                 _ => Ok(b(false)),
             };
         }
-        if let (Some(t), "all" | "exists" | "exists_one" | "filter" | "map", [Expr::Ident(var), body]) =
-            (target, name, args)
+        if let (
+            Some(t),
+            "all" | "exists" | "exists_one" | "filter" | "map",
+            [Expr::Ident(var), body],
+        ) = (target, name, args)
         {
             let items: Vec<Value> = match self.eval(t)? {
                 V::J(Value::Array(a)) => a,
@@ -461,9 +482,26 @@ impl Env<'_> {
                 results.push((item, r?));
             }
             return match name {
-                "all" => Ok(b(results.iter().map(|(_, r)| as_bool(r)).collect::<Result<Vec<_>, _>>()?.into_iter().all(|x| x))),
-                "exists" => Ok(b(results.iter().map(|(_, r)| as_bool(r)).collect::<Result<Vec<_>, _>>()?.into_iter().any(|x| x))),
-                "exists_one" => Ok(b(results.iter().map(|(_, r)| as_bool(r)).collect::<Result<Vec<_>, _>>()?.into_iter().filter(|x| *x).count() == 1)),
+                "all" => Ok(b(results
+                    .iter()
+                    .map(|(_, r)| as_bool(r))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .all(|x| x))),
+                "exists" => Ok(b(results
+                    .iter()
+                    .map(|(_, r)| as_bool(r))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .any(|x| x))),
+                "exists_one" => Ok(b(results
+                    .iter()
+                    .map(|(_, r)| as_bool(r))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .filter(|x| *x)
+                    .count()
+                    == 1)),
                 "filter" => {
                     let mut out = Vec::new();
                     for (item, r) in results {
@@ -513,17 +551,30 @@ impl Env<'_> {
             ("lowerAscii", [a]) => Ok(V::J(Value::String(s(a)?.to_ascii_lowercase()))),
             ("upperAscii", [a]) => Ok(V::J(Value::String(s(a)?.to_ascii_uppercase()))),
             ("timestamp", [a]) => {
-                let t = chrono::DateTime::parse_from_rfc3339(&s(a)?).map_err(|e| format!("timestamp: {e}"))?;
-                Ok(V::Ts(t.timestamp() as i128 * 1_000_000_000 + t.timestamp_subsec_nanos() as i128))
+                let t = chrono::DateTime::parse_from_rfc3339(&s(a)?)
+                    .map_err(|e| format!("timestamp: {e}"))?;
+                Ok(V::Ts(
+                    t.timestamp() as i128 * 1_000_000_000 + t.timestamp_subsec_nanos() as i128,
+                ))
             }
             ("int", [a]) => match a {
-                V::J(Value::String(x)) => x.parse::<i64>().map(|n| V::J(Value::from(n))).map_err(|e| e.to_string()),
+                V::J(Value::String(x)) => x
+                    .parse::<i64>()
+                    .map(|n| V::J(Value::from(n)))
+                    .map_err(|e| e.to_string()),
                 V::Ts(t) => Ok(V::J(Value::from((t / 1_000_000_000) as i64))),
-                other => as_num(other).map(|n| V::J(Value::from(n as i64))).ok_or_else(|| "no such overload for int".into()),
+                other => as_num(other)
+                    .map(|n| V::J(Value::from(n as i64)))
+                    .ok_or_else(|| "no such overload for int".into()),
             },
             ("double", [a]) => match a {
-                V::J(Value::String(x)) => x.parse::<f64>().map(|n| V::J(Value::from(n))).map_err(|e| e.to_string()),
-                other => as_num(other).map(|n| V::J(Value::from(n))).ok_or_else(|| "no such overload for double".into()),
+                V::J(Value::String(x)) => x
+                    .parse::<f64>()
+                    .map(|n| V::J(Value::from(n)))
+                    .map_err(|e| e.to_string()),
+                other => as_num(other)
+                    .map(|n| V::J(Value::from(n)))
+                    .ok_or_else(|| "no such overload for double".into()),
             },
             ("string", [a]) => match a {
                 V::J(Value::String(x)) => Ok(V::J(Value::String(x.clone()))),
@@ -549,7 +600,9 @@ fn arith(a: &V, c: &V, op: &str) -> R {
             "%" => x.checked_rem(y),
             _ => None,
         };
-        return r.map(|n| V::J(Value::from(n))).ok_or_else(|| format!("integer overflow or division by zero in {op}"));
+        return r
+            .map(|n| V::J(Value::from(n)))
+            .ok_or_else(|| format!("integer overflow or division by zero in {op}"));
     }
     let r = match op {
         "+" => x + y,
@@ -569,7 +622,9 @@ fn mentions_old(e: &Expr) -> bool {
         Expr::Index(a, c) | Expr::Bin(_, a, c) => mentions_old(a) || mentions_old(c),
         Expr::Cond(a, c, d) => mentions_old(a) || mentions_old(c) || mentions_old(d),
         Expr::List(items) => items.iter().any(mentions_old),
-        Expr::Call(t, _, args) => t.as_deref().is_some_and(mentions_old) || args.iter().any(mentions_old),
+        Expr::Call(t, _, args) => {
+            t.as_deref().is_some_and(mentions_old) || args.iter().any(mentions_old)
+        }
     }
 }
 
@@ -589,7 +644,11 @@ impl Program {
 
     /// Evaluates the rule with `self` and `oldSelf` bound.
     pub fn eval(&self, this: &Value, old: Option<&Value>) -> Result<bool, String> {
-        let mut env = Env { vars: Vec::new(), this, old };
+        let mut env = Env {
+            vars: Vec::new(),
+            this,
+            old,
+        };
         as_bool(&env.eval(&self.0)?)
     }
 }
@@ -600,29 +659,59 @@ mod tests {
     use serde_json::json;
 
     fn run(rule: &str, this: Value) -> bool {
-        Program::parse(rule).expect(rule).eval(&this, None).expect(rule)
+        Program::parse(rule)
+            .expect(rule)
+            .eval(&this, None)
+            .expect(rule)
     }
 
     #[test]
     fn rules_of_the_exportjob_crd() {
         assert!(run("size(self) >= 3", json!("abc")));
         assert!(!run("size(self) >= 3", json!("ab")));
-        assert!(run("self.startsWith('/') || self.startsWith('.')", json!("/data")));
-        assert!(!run("self.startsWith('/') || self.startsWith('.')", json!("data")));
+        assert!(run(
+            "self.startsWith('/') || self.startsWith('.')",
+            json!("/data")
+        ));
+        assert!(!run(
+            "self.startsWith('/') || self.startsWith('.')",
+            json!("data")
+        ));
         assert!(run("has(self.s3) != has(self.volume)", json!({"s3": {}})));
-        assert!(!run("has(self.s3) != has(self.volume)", json!({"s3": {}, "volume": {}})));
+        assert!(!run(
+            "has(self.s3) != has(self.volume)",
+            json!({"s3": {}, "volume": {}})
+        ));
         assert!(run("self >= 1 && self <= 100", json!(5)));
         assert!(!run("self >= 1 && self <= 100", json!(0)));
         let r = "[has(self.basic), has(self.apiKey), has(self.awsSigV4)].filter(x, x).size() <= 1";
         assert!(run(r, json!({"basic": {}})));
         assert!(!run(r, json!({"basic": {}, "apiKey": {}})));
         let t = "timestamp(self.gte) < timestamp(self.lt)";
-        assert!(run(t, json!({"gte": "2024-01-01T00:00:00Z", "lt": "2024-01-02T00:00:00Z"})));
-        assert!(!run(t, json!({"gte": "2024-01-02T00:00:00Z", "lt": "2024-01-01T00:00:00Z"})));
+        assert!(run(
+            t,
+            json!({"gte": "2024-01-01T00:00:00Z", "lt": "2024-01-02T00:00:00Z"})
+        ));
+        assert!(!run(
+            t,
+            json!({"gte": "2024-01-02T00:00:00Z", "lt": "2024-01-01T00:00:00Z"})
+        ));
         let p = Program::parse("(has(self.source) == has(oldSelf.source)) && (!has(self.source) || self.source == oldSelf.source)").unwrap();
         assert!(p.uses_old_self());
-        assert!(p.eval(&json!({"source": {"a": 1}}), Some(&json!({"source": {"a": 1}}))).unwrap());
-        assert!(!p.eval(&json!({"source": {"a": 2}}), Some(&json!({"source": {"a": 1}}))).unwrap());
+        assert!(
+            p.eval(
+                &json!({"source": {"a": 1}}),
+                Some(&json!({"source": {"a": 1}}))
+            )
+            .unwrap()
+        );
+        assert!(
+            !p.eval(
+                &json!({"source": {"a": 2}}),
+                Some(&json!({"source": {"a": 1}}))
+            )
+            .unwrap()
+        );
         assert!(Program::parse("self.x.y(").is_none());
         assert!(run("self.all(k, k in ['a', 'b'])", json!({"a": 1})));
         assert!(run("self.x > 1 ? true : false", json!({"x": 2})));

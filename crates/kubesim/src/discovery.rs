@@ -71,7 +71,10 @@ fn group_json(name: &str, versions: &[String]) -> Value {
 
 /// `/apis`.
 pub fn group_list(store: &Store) -> Value {
-    let groups: Vec<Value> = groups(store).iter().map(|(g, vs)| group_json(g, vs)).collect();
+    let groups: Vec<Value> = groups(store)
+        .iter()
+        .map(|(g, vs)| group_json(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -85,7 +88,16 @@ pub fn group(store: &Store, name: &str) -> Option<Value> {
     Some(g)
 }
 
-const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// `/api/v1` or `/apis/<g>/<v>`, None when the group version is not served.
 pub fn resource_list(store: &Store, group: &str, version: &str) -> Option<Value> {
@@ -122,8 +134,14 @@ pub fn resource_list(store: &Store, group: &str, version: &str) -> Option<Value>
             }));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 /// `/openapi/v3`: one entry per served group version.
@@ -137,7 +155,11 @@ pub fn openapi_root(store: &Store) -> Value {
     gvs.sort();
     gvs.dedup();
     for (g, v) in gvs {
-        let key = if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
+        let key = if g.is_empty() {
+            format!("api/{v}")
+        } else {
+            format!("apis/{g}/{v}")
+        };
         paths.insert(
             key.clone(),
             json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={hash}")}),
@@ -195,11 +217,21 @@ pub fn openapi_doc(store: &Store, group: &str, version: &str) -> Option<Value> {
     if types.is_empty() {
         return None;
     }
-    let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+    let prefix = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();
     let write = ["dryRun", "fieldManager", "fieldValidation", "pretty"];
-    let patchp = ["dryRun", "fieldManager", "fieldValidation", "force", "pretty"];
+    let patchp = [
+        "dryRun",
+        "fieldManager",
+        "fieldValidation",
+        "force",
+        "pretty",
+    ];
     for t in types {
         let coll = if t.namespaced {
             format!("{prefix}/namespaces/{{namespace}}/{}", t.plural)
@@ -234,13 +266,18 @@ pub fn openapi_doc(store: &Store, group: &str, version: &str) -> Option<Value> {
                 }),
             );
         }
-        let mut s = t.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        let mut s = t.schema.clone().unwrap_or_else(
+            || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+        );
         if let Some(m) = s.as_object_mut() {
             let props = m.entry("properties").or_insert_with(|| json!({}));
             if let Some(p) = props.as_object_mut() {
                 p.insert("apiVersion".into(), json!({"type": "string"}));
                 p.insert("kind".into(), json!({"type": "string"}));
-                p.insert("metadata".into(), json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+                p.insert(
+                    "metadata".into(),
+                    json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+                );
             }
             m.insert(
                 "x-kubernetes-group-version-kind".into(),
@@ -260,7 +297,9 @@ pub fn openapi_doc(store: &Store, group: &str, version: &str) -> Option<Value> {
 /// A `meta.k8s.io/v1` Table of objects for `kubectl get` (Name, the CRD's printer columns
 /// or Age).
 pub fn table(t: &ResourceType, objects: &[Value], list_meta: Value) -> Value {
-    let mut columns = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
+    let mut columns = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
     let printer: Vec<Value> = if t.printer_columns.is_empty() {
         vec![json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})]
     } else {
@@ -284,7 +323,9 @@ pub fn table(t: &ResourceType, objects: &[Value], list_meta: Value) -> Value {
                 let ptr = path.replace('.', "/");
                 let v = o.pointer(&ptr).cloned().unwrap_or(Value::Null);
                 let v = if c.get("type").and_then(Value::as_str) == Some("date") {
-                    v.as_str().map(|s| json!(human_age(s))).unwrap_or(Value::Null)
+                    v.as_str()
+                        .map(|s| json!(human_age(s)))
+                        .unwrap_or(Value::Null)
                 } else {
                     v
                 };
@@ -310,8 +351,12 @@ pub fn table(t: &ResourceType, objects: &[Value], list_meta: Value) -> Value {
 }
 
 fn human_age(ts: &str) -> String {
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else { return "<unknown>".into() };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
+        return "<unknown>".into();
+    };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 3600 * 2 => format!("{}m", s / 60),

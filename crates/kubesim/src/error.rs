@@ -45,7 +45,9 @@ pub enum Error {
     #[error("{} \"{}\" not found", .0.qualified(), .0.name)]
     NotFound(Subject),
     /// 404 for a path that names no known resource.
-    #[error("the server could not find the requested resource ({0}); create the CRD first or check the group/version/plural")]
+    #[error(
+        "the server could not find the requested resource ({0}); create the CRD first or check the group/version/plural"
+    )]
     NoSuchResource(String),
     /// 409: create of a name that exists.
     #[error("{} \"{}\" already exists", .0.qualified(), .0.name)]
@@ -166,9 +168,10 @@ impl Error {
         });
         let details = match self {
             Error::NotFound(s) | Error::AlreadyExists(s) => Some(subject_details(s, &[])),
-            Error::Conflict { subject, causes, .. } | Error::Invalid { subject, causes } => {
-                Some(subject_details(subject, causes))
+            Error::Conflict {
+                subject, causes, ..
             }
+            | Error::Invalid { subject, causes } => Some(subject_details(subject, causes)),
             _ => None,
         };
         if let Some(d) = details {

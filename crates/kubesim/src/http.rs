@@ -29,8 +29,10 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response {
     let mut resp = Response::new(Body::from(body.to_string()));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     for w in warnings {
         let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
         if let Ok(v) = HeaderValue::from_str(&text) {
@@ -64,7 +66,11 @@ enum Route {
 }
 
 fn parse_route(store: &Store, path: &str) -> Result<Route, Error> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let not_found = || Error::NoSuchResource(path.to_string());
     match segs.as_slice() {
         ["version"] => return Ok(Route::Version),
@@ -75,8 +81,12 @@ fn parse_route(store: &Store, path: &str) -> Result<Route, Error> {
         ["api", v] => return Ok(Route::GroupVersion(String::new(), v.to_string())),
         ["apis", g, v] => return Ok(Route::GroupVersion(g.to_string(), v.to_string())),
         ["openapi", "v3"] => return Ok(Route::OpenApiV3Root),
-        ["openapi", "v3", "api", v] => return Ok(Route::OpenApiV3Doc(String::new(), v.to_string())),
-        ["openapi", "v3", "apis", g, v] => return Ok(Route::OpenApiV3Doc(g.to_string(), v.to_string())),
+        ["openapi", "v3", "api", v] => {
+            return Ok(Route::OpenApiV3Doc(String::new(), v.to_string()));
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            return Ok(Route::OpenApiV3Doc(g.to_string(), v.to_string()));
+        }
         _ => {}
     }
     let (group, version, rest) = match segs.as_slice() {
@@ -92,7 +102,9 @@ fn parse_route(store: &Store, path: &str) -> Result<Route, Error> {
     let lookup = |plural: &str| store.lookup(&group, &version, plural).ok_or_else(not_found);
     let (rt, namespace, name, subresource) = match rest.as_slice() {
         ["namespaces", ns, plural, tail @ ..]
-            if !(group.is_empty() && matches!(*plural, "status" | "finalize") && tail.is_empty()) =>
+            if !(group.is_empty()
+                && matches!(*plural, "status" | "finalize")
+                && tail.is_empty()) =>
         {
             let rt = lookup(plural)?;
             if !rt.namespaced {
@@ -101,7 +113,12 @@ fn parse_route(store: &Store, path: &str) -> Result<Route, Error> {
             match tail {
                 [] => (rt, Some(ns.to_string()), None, None),
                 [name] => (rt, Some(ns.to_string()), Some(name.to_string()), None),
-                [name, sub] => (rt, Some(ns.to_string()), Some(name.to_string()), Some(sub.to_string())),
+                [name, sub] => (
+                    rt,
+                    Some(ns.to_string()),
+                    Some(name.to_string()),
+                    Some(sub.to_string()),
+                ),
                 _ => return Err(not_found()),
             }
         }
@@ -122,7 +139,13 @@ fn parse_route(store: &Store, path: &str) -> Result<Route, Error> {
     {
         return Err(not_found());
     }
-    Ok(Route::Resource { rt, namespace, name, subresource, legacy_watch })
+    Ok(Route::Resource {
+        rt,
+        namespace,
+        name,
+        subresource,
+        legacy_watch,
+    })
 }
 
 fn verb_of(method: &Method, has_name: bool, watch: bool) -> &'static str {
@@ -150,7 +173,12 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     let query = parts.uri.query().unwrap_or("").to_string();
     let q = query_map(&query);
     let header_str = |h: header::HeaderName| {
-        parts.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+        parts
+            .headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
     };
     let user_agent = header_str(header::USER_AGENT);
     let accept = header_str(header::ACCEPT);
@@ -166,9 +194,20 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         parse_route(&store, &path)
     };
     let (verb, resource) = match &route {
-        Ok(Route::Resource { rt, namespace, name, subresource, legacy_watch }) => (
+        Ok(Route::Resource {
+            rt,
+            namespace,
+            name,
+            subresource,
+            legacy_watch,
+        }) => (
             verb_of(&parts.method, name.is_some(), watch || *legacy_watch).to_string(),
-            Some((rt.clone(), namespace.clone(), name.clone(), subresource.clone())),
+            Some((
+                rt.clone(),
+                namespace.clone(),
+                name.clone(),
+                subresource.clone(),
+            )),
         ),
         _ => (parts.method.as_str().to_lowercase(), None),
     };
@@ -193,13 +232,21 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
         let body = match axum::body::to_bytes(body, MAX_BODY).await {
             Ok(b) => b,
             Err(e) => {
-                let resp = error_response(&Error::BadRequest(format!("could not read the request body: {e}")));
+                let resp = error_response(&Error::BadRequest(format!(
+                    "could not read the request body: {e}"
+                )));
                 record.code = resp.status().as_u16();
                 shared.record(record);
                 return resp;
             }
         };
-        let ctx = Ctx { shared: &shared, q: &q, accept: &accept, content_type: &content_type, user_agent: &user_agent };
+        let ctx = Ctx {
+            shared: &shared,
+            q: &q,
+            accept: &accept,
+            content_type: &content_type,
+            user_agent: &user_agent,
+        };
         match route {
             Ok(r) => dispatch(&ctx, &parts.method, r, watch, body),
             Err(e) => error_response(&e),
@@ -231,11 +278,30 @@ fn dispatch(ctx: &Ctx<'_>, method: &Method, route: Route, watch: bool, body: Byt
         Route::CoreVersions => read_only(Some(discovery::core_versions(&shared.server_address()))),
         Route::Groups => read_only(Some(discovery::group_list(&shared.store.lock()))),
         Route::Group(g) => read_only(discovery::group(&shared.store.lock(), &g)),
-        Route::GroupVersion(g, v) => read_only(discovery::resource_list(&shared.store.lock(), &g, &v)),
+        Route::GroupVersion(g, v) => {
+            read_only(discovery::resource_list(&shared.store.lock(), &g, &v))
+        }
         Route::OpenApiV3Root => read_only(Some(discovery::openapi_root(&shared.store.lock()))),
-        Route::OpenApiV3Doc(g, v) => read_only(discovery::openapi_doc(&shared.store.lock(), &g, &v)),
-        Route::Resource { rt, namespace, name, subresource, legacy_watch } => {
-            let r = resource_request(ctx, method, &rt, namespace.as_deref(), name.as_deref(), subresource.as_deref(), watch || legacy_watch, body);
+        Route::OpenApiV3Doc(g, v) => {
+            read_only(discovery::openapi_doc(&shared.store.lock(), &g, &v))
+        }
+        Route::Resource {
+            rt,
+            namespace,
+            name,
+            subresource,
+            legacy_watch,
+        } => {
+            let r = resource_request(
+                ctx,
+                method,
+                &rt,
+                namespace.as_deref(),
+                name.as_deref(),
+                subresource.as_deref(),
+                watch || legacy_watch,
+                body,
+            );
             r.unwrap_or_else(|e| error_response(&e))
         }
     }
@@ -245,7 +311,11 @@ fn write_opts(ctx: &Ctx<'_>) -> Result<WriteOpts, Error> {
     let explicit = ctx.q.get("fieldManager").filter(|m| !m.is_empty()).cloned();
     let field_manager = explicit.clone().unwrap_or_else(|| {
         let ua = ctx.user_agent.split('/').next().unwrap_or("").trim();
-        if ua.is_empty() { "unknown".to_string() } else { ua.to_string() }
+        if ua.is_empty() {
+            "unknown".to_string()
+        } else {
+            ua.to_string()
+        }
     });
     let field_validation = match ctx.q.get("fieldValidation").map(String::as_str) {
         None | Some("") | Some("Warn") => FieldValidation::Warn,
@@ -260,7 +330,11 @@ fn write_opts(ctx: &Ctx<'_>) -> Result<WriteOpts, Error> {
     let dry_run = match ctx.q.get("dryRun").map(String::as_str) {
         None | Some("") => false,
         Some("All") => true,
-        Some(other) => return Err(Error::BadRequest(format!("dryRun must be \"All\", got {other:?}"))),
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "dryRun must be \"All\", got {other:?}"
+            )));
+        }
     };
     Ok(WriteOpts {
         field_manager,
@@ -280,10 +354,21 @@ fn list_opts(ctx: &Ctx<'_>, rt: &ResourceType) -> Result<ListOpts, Error> {
             || !rt.custom
             || rt.selectable_fields.iter().any(|f| f == k)
     };
-    let fields = FieldSelector::parse(ctx.q.get("fieldSelector").map(String::as_str).unwrap_or(""), allowed)
-        .map_err(|e| Error::BadRequest(format!("Unable to find \"{}\" that match label selector \"\", field selector \"{}\": {e}", rt.plural, ctx.q.get("fieldSelector").cloned().unwrap_or_default())))?;
+    let fields = FieldSelector::parse(
+        ctx.q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        allowed,
+    )
+    .map_err(|e| {
+        Error::BadRequest(format!(
+            "Unable to find \"{}\" that match label selector \"\", field selector \"{}\": {e}",
+            rt.plural,
+            ctx.q.get("fieldSelector").cloned().unwrap_or_default()
+        ))
+    })?;
     let limit = match ctx.q.get("limit").filter(|l| !l.is_empty()) {
-        Some(l) => l.parse::<usize>().map_err(|_| Error::BadRequest(format!("limit must be a non-negative integer, got {l:?}")))?,
+        Some(l) => l.parse::<usize>().map_err(|_| {
+            Error::BadRequest(format!("limit must be a non-negative integer, got {l:?}"))
+        })?,
         None => 0,
     };
     Ok(ListOpts {
@@ -296,15 +381,36 @@ fn list_opts(ctx: &Ctx<'_>, rt: &ResourceType) -> Result<ListOpts, Error> {
 
 fn parse_body(body: &Bytes) -> Result<Value, Error> {
     if body.is_empty() {
-        return Err(Error::BadRequest("the request body is empty; send the object as JSON".into()));
+        return Err(Error::BadRequest(
+            "the request body is empty; send the object as JSON".into(),
+        ));
     }
     serde_json::from_slice(body)
         .or_else(|_| serde_yaml_ng::from_slice(body))
         .map_err(|e| Error::BadRequest(format!("the request body is not valid JSON: {e}")))
 }
 
+fn wants_metadata(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=PartialObjectMetadata"))
+}
+
+/// The `meta.k8s.io/v1` PartialObjectMetadata form of an object.
+fn partial(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
 fn wants_table(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -325,7 +431,8 @@ fn resource_request(
             let opts = list_opts(ctx, rt)?;
             let mut fields = opts.fields;
             if let Some(n) = name {
-                fields = FieldSelector::parse(&format!("metadata.name={n}"), |_| true).map_err(Error::BadRequest)?;
+                fields = FieldSelector::parse(&format!("metadata.name={n}"), |_| true)
+                    .map_err(Error::BadRequest)?;
             }
             start_watch(ctx, rt.clone(), ns.map(str::to_string), opts.labels, fields)
         }
@@ -337,24 +444,52 @@ fn resource_request(
                 return Err(Error::NoSuchResource(format!("{}/status", rt.plural)));
             }
             if wants_table(ctx.accept) {
-                out = discovery::table(rt, &[out], json!({"resourceVersion": store.resource_version().to_string()}));
+                out = discovery::table(
+                    rt,
+                    &[out],
+                    json!({"resourceVersion": store.resource_version().to_string()}),
+                );
+            } else if wants_metadata(ctx.accept) {
+                out = partial(&out);
             }
             Ok(json_response(200, &out, &[]))
         }
         (Method::GET, None) => {
             let opts = list_opts(ctx, rt)?;
             let store = shared.store.lock();
-            if let (Some(rv), Some("Exact")) = (ctx.q.get("resourceVersion"), ctx.q.get("resourceVersionMatch").map(String::as_str))
-                && let Ok(n) = rv.parse::<u64>()
+            if let (Some(rv), Some("Exact")) = (
+                ctx.q.get("resourceVersion"),
+                ctx.q.get("resourceVersionMatch").map(String::as_str),
+            ) && let Ok(n) = rv.parse::<u64>()
                 && n != store.resource_version()
                 && n < store.compacted_rv()
             {
-                return Err(Error::Gone(format!("too old resource version: {n} ({})", store.compacted_rv())));
+                return Err(Error::Gone(format!(
+                    "too old resource version: {n} ({})",
+                    store.compacted_rv()
+                )));
             }
             let list = store.list(rt, ns, &opts)?;
             if wants_table(ctx.accept) {
                 let items = list["items"].as_array().cloned().unwrap_or_default();
-                return Ok(json_response(200, &discovery::table(rt, &items, list["metadata"].clone()), &[]));
+                return Ok(json_response(
+                    200,
+                    &discovery::table(rt, &items, list["metadata"].clone()),
+                    &[],
+                ));
+            }
+            if wants_metadata(ctx.accept) {
+                let items: Vec<Value> = list["items"]
+                    .as_array()
+                    .map(|a| a.iter().map(partial).collect())
+                    .unwrap_or_default();
+                let out = json!({
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": list["metadata"].clone(),
+                    "items": items,
+                });
+                return Ok(json_response(200, &out, &[]));
             }
             Ok(json_response(200, &list, &[]))
         }
@@ -377,9 +512,14 @@ fn resource_request(
         (Method::PATCH, Some(name)) => {
             let opts = write_opts(ctx)?;
             let mut body = body.to_vec();
-            if ctx.content_type.starts_with("application/strategic-merge-patch+json") && !rt.custom {
+            if ctx
+                .content_type
+                .starts_with("application/strategic-merge-patch+json")
+                && !rt.custom
+            {
                 // built-in kinds: strategic merge without list merge keys, directives dropped
-                let mut v: Value = serde_json::from_slice(&body).map_err(|e| Error::BadRequest(e.to_string()))?;
+                let mut v: Value =
+                    serde_json::from_slice(&body).map_err(|e| Error::BadRequest(e.to_string()))?;
                 strip_directives(&mut v);
                 body = v.to_string().into_bytes();
             }
@@ -392,20 +532,43 @@ fn resource_request(
             let opts = delete_opts(ctx, &body)?;
             let mut store = shared.store.lock();
             let w = store.delete(rt, ns, name, &opts)?;
-            let out = if w.is_status { w.body } else { store.present(rt, &w.body) };
+            let out = if w.is_status {
+                w.body
+            } else {
+                store.present(rt, &w.body)
+            };
             Ok(json_response(w.code, &out, &w.warnings))
         }
         (Method::DELETE, None) => {
             let opts = delete_opts(ctx, &body)?;
             let lopts = list_opts(ctx, rt)?;
             let mut store = shared.store.lock();
-            let list = store.list(rt, ns, &ListOpts { limit: 0, continue_token: None, ..lopts })?;
+            let list = store.list(
+                rt,
+                ns,
+                &ListOpts {
+                    limit: 0,
+                    continue_token: None,
+                    ..lopts
+                },
+            )?;
             let mut deleted = Vec::new();
             for item in list["items"].as_array().cloned().unwrap_or_default() {
-                let n = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-                let item_ns = item.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
+                let n = item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let item_ns = item
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 let w = store.delete(rt, item_ns.as_deref(), &n, &opts)?;
-                deleted.push(if w.is_status { store.present(rt, &item) } else { store.present(rt, &w.body) });
+                deleted.push(if w.is_status {
+                    store.present(rt, &item)
+                } else {
+                    store.present(rt, &w.body)
+                });
             }
             let out = json!({
                 "kind": rt.list_kind,
@@ -434,17 +597,20 @@ fn delete_opts(ctx: &Ctx<'_>, body: &Bytes) -> Result<DeleteOpts, Error> {
     let v: Value = if body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("DeleteOptions body is not valid JSON: {e}")))?
+        serde_json::from_slice(body)
+            .map_err(|e| Error::BadRequest(format!("DeleteOptions body is not valid JSON: {e}")))?
     };
     let propagation = v
         .get("propagationPolicy")
         .and_then(Value::as_str)
         .map(str::to_string)
         .or_else(|| ctx.q.get("propagationPolicy").cloned())
-        .or_else(|| match v.get("orphanDependents").and_then(Value::as_bool) {
-            Some(true) => Some("Orphan".to_string()),
-            _ => None,
-        });
+        .or_else(
+            || match v.get("orphanDependents").and_then(Value::as_bool) {
+                Some(true) => Some("Orphan".to_string()),
+                _ => None,
+            },
+        );
     if let Some(p) = &propagation
         && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
     {
@@ -452,7 +618,9 @@ fn delete_opts(ctx: &Ctx<'_>, body: &Bytes) -> Result<DeleteOpts, Error> {
             Default::default(),
             "FieldValueNotSupported",
             "propagationPolicy",
-            format!("propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+            format!(
+                "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+            ),
         ));
     }
     let dry_run = v
@@ -462,7 +630,10 @@ fn delete_opts(ctx: &Ctx<'_>, body: &Bytes) -> Result<DeleteOpts, Error> {
         || ctx.q.get("dryRun").map(String::as_str) == Some("All");
     Ok(DeleteOpts {
         propagation,
-        uid: v.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
+        uid: v
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         resource_version: v
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
@@ -507,12 +678,15 @@ impl WatchFilter {
     }
 }
 
-fn present_event(rt: &ResourceType, kind: &str, obj: &Value) -> Bytes {
+fn present_event(rt: &ResourceType, kind: &str, obj: &Value, metadata_only: bool) -> Bytes {
     let mut o = obj.clone();
     o["apiVersion"] = Value::String(rt.api_version());
     o["kind"] = Value::String(rt.kind.clone());
     if let Some(s) = &rt.schema {
         schema::apply_defaults(&mut o, s);
+    }
+    if metadata_only {
+        o = partial(&o);
     }
     let mut line = json!({"type": kind, "object": o}).to_string();
     line.push('\n');
@@ -548,7 +722,11 @@ fn start_watch(
     fields: FieldSelector,
 ) -> Result<Response, Error> {
     let q = ctx.q;
-    let bookmarks = matches!(q.get("allowWatchBookmarks").map(String::as_str), Some("true" | "1"));
+    let metadata_only = wants_metadata(ctx.accept);
+    let bookmarks = matches!(
+        q.get("allowWatchBookmarks").map(String::as_str),
+        Some("true" | "1")
+    );
     let send_initial = q.get("sendInitialEvents").map(|v| v == "true" || v == "1");
     let rv_param = q.get("resourceVersion").filter(|s| !s.is_empty()).cloned();
     if send_initial == Some(true) {
@@ -565,7 +743,12 @@ fn start_watch(
         Some(t) if t > 0 => Duration::from_secs(t),
         _ => ctx.shared.options.default_watch_timeout,
     };
-    let filter = WatchFilter { key: rt.storage_key(), namespace: namespace.clone(), labels, fields };
+    let filter = WatchFilter {
+        key: rt.storage_key(),
+        namespace: namespace.clone(),
+        labels,
+        fields,
+    };
     let mut initial: Vec<Bytes> = Vec::new();
     let mut end_after_initial = false;
     let (rx, start_rv) = {
@@ -574,7 +757,7 @@ fn start_watch(
         let snapshot = |initial: &mut Vec<Bytes>| {
             for o in store.objects(&rt, namespace.as_deref()) {
                 if filter.matches(&o) {
-                    initial.push(present_event(&rt, "ADDED", &o));
+                    initial.push(present_event(&rt, "ADDED", &o, metadata_only));
                 }
             }
         };
@@ -587,7 +770,9 @@ fn start_watch(
             (None, None | Some("0")) => snapshot(&mut initial),
             (_, Some(rv)) => {
                 let n: u64 = rv.parse().map_err(|_| {
-                    Error::BadRequest(format!("resourceVersion {rv:?} is not a valid resource version"))
+                    Error::BadRequest(format!(
+                        "resourceVersion {rv:?} is not a valid resource version"
+                    ))
                 })?;
                 if n < store.compacted_rv() {
                     initial.push(expired(n, store.compacted_rv()));
@@ -595,7 +780,7 @@ fn start_watch(
                 } else {
                     for ev in store.history_after(n) {
                         if let Some((kind, obj)) = filter.convert(&ev) {
-                            initial.push(present_event(&rt, kind, &obj));
+                            initial.push(present_event(&rt, kind, &obj, metadata_only));
                         }
                     }
                 }
@@ -624,7 +809,7 @@ fn start_watch(
                     Ok(ev) => {
                         last_rv = ev.rv;
                         if let Some((kind, obj)) = filter.convert(&ev)
-                            && tx.send(Ok(present_event(&rt, kind, &obj))).await.is_err()
+                            && tx.send(Ok(present_event(&rt, kind, &obj, metadata_only))).await.is_err()
                         {
                             return;
                         }
@@ -648,7 +833,9 @@ fn start_watch(
         }
     });
     let mut resp = Response::new(Body::from_stream(body_rx));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(resp)
 }

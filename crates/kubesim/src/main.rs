@@ -43,9 +43,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let server = Server::start_on(options, SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
     for pair in &args.users {
-        let (user, token) = pair
-            .split_once('=')
-            .with_context(|| format!("--user takes USER=TOKEN, got {:?}", pair.split('=').next().unwrap_or("")))?;
+        let (user, token) = pair.split_once('=').with_context(|| {
+            format!(
+                "--user takes USER=TOKEN, got {:?}",
+                pair.split('=').next().unwrap_or("")
+            )
+        })?;
         server.add_token(token, user);
     }
     if let Some(path) = &args.kubeconfig {
@@ -55,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("kubeconfig written to {}", path.display());
     }
     println!("{}", server.url().unwrap_or_default());
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     Ok(())
 }

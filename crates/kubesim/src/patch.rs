@@ -98,7 +98,10 @@ fn add_at(doc: &mut Value, path: &[String], value: Value) -> Result<(), String> 
             a.insert(i, value);
             Ok(())
         }
-        _ => Err(format!("add operation does not apply: doc is missing path: /{}", path.join("/"))),
+        _ => Err(format!(
+            "add operation does not apply: doc is missing path: /{}",
+            path.join("/")
+        )),
     }
 }
 
@@ -106,7 +109,12 @@ fn remove_at(doc: &mut Value, path: &[String]) -> Result<Value, String> {
     if path.is_empty() {
         return Err("cannot remove the document root".into());
     }
-    let missing = || format!("remove operation does not apply: doc is missing path: /{}", path.join("/"));
+    let missing = || {
+        format!(
+            "remove operation does not apply: doc is missing path: /{}",
+            path.join("/")
+        )
+    };
     let last = &path[path.len() - 1];
     match parent_mut(doc, path).map_err(|_| missing())? {
         Value::Object(m) => m.remove(last).ok_or_else(missing),
@@ -184,7 +192,10 @@ pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), Result<String, S
             "copy" => {
                 let f = from()?;
                 let v = get_at(&work, &f).cloned().ok_or_else(|| {
-                    Err(format!("copy operation does not apply: doc is missing from path: /{}", f.join("/")))
+                    Err(format!(
+                        "copy operation does not apply: doc is missing from path: /{}",
+                        f.join("/")
+                    ))
                 })?;
                 add_at(&mut work, &path, v).map_err(Err)?;
             }
@@ -272,7 +283,9 @@ pub fn apply_merge(target: &mut Value, applied: &Value) {
         (Value::Object(t), Value::Object(a)) => {
             for (k, v) in a {
                 match t.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => apply_merge(existing, v),
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        apply_merge(existing, v)
+                    }
                     _ => {
                         t.insert(k.clone(), v.clone());
                     }
@@ -361,7 +374,10 @@ pub fn server_side_apply(
     }
     let mut result = cur.clone();
     let key = (manager.to_string(), "Apply".to_string());
-    let previous = managers.get(&key).map(|e| e.fields.clone()).unwrap_or_default();
+    let previous = managers
+        .get(&key)
+        .map(|e| e.fields.clone())
+        .unwrap_or_default();
     for p in previous.difference(&new_paths) {
         let owned_by_other = managers
             .iter()
@@ -475,14 +491,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d, json!({"metadata": {"finalizers": ["x"]}}));
-        let err = json_patch(&mut d, &json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "y"}]))
-            .unwrap_err();
+        let err = json_patch(
+            &mut d,
+            &json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "y"}]),
+        )
+        .unwrap_err();
         assert!(err.is_err(), "a failed test is a 422, not a 400");
-        json_patch(&mut d, &json!([{"op": "add", "path": "/metadata/finalizers/-", "value": "z"},
-                                    {"op": "remove", "path": "/metadata/finalizers/0"}]))
+        json_patch(
+            &mut d,
+            &json!([{"op": "add", "path": "/metadata/finalizers/-", "value": "z"},
+                                    {"op": "remove", "path": "/metadata/finalizers/0"}]),
+        )
         .unwrap();
         assert_eq!(d, json!({"metadata": {"finalizers": ["z"]}}));
-        assert!(json_patch(&mut d, &json!({"op": "add"})).unwrap_err().is_ok());
+        assert!(
+            json_patch(&mut d, &json!({"op": "add"}))
+                .unwrap_err()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -494,14 +520,47 @@ mod tests {
         // b sets a field a owns with another value: conflict
         let b = json!({"spec": {"x": 5}});
         let c = server_side_apply(Some(&obj), &b, "b", false, &mut managers, "t", "").unwrap_err();
-        assert_eq!(c, vec![ApplyConflict { manager: "a".into(), field: ".spec.x".into() }]);
+        assert_eq!(
+            c,
+            vec![ApplyConflict {
+                manager: "a".into(),
+                field: ".spec.x".into()
+            }]
+        );
         // same value: shared ownership, no conflict
-        let obj = server_side_apply(Some(&obj), &json!({"spec": {"x": 1}}), "b", false, &mut managers, "t", "").unwrap();
+        let obj = server_side_apply(
+            Some(&obj),
+            &json!({"spec": {"x": 1}}),
+            "b",
+            false,
+            &mut managers,
+            "t",
+            "",
+        )
+        .unwrap();
         // a stops applying y: removed; x still owned by b so it stays
-        let obj = server_side_apply(Some(&obj), &json!({"spec": {}}), "a", false, &mut managers, "t", "").unwrap();
+        let obj = server_side_apply(
+            Some(&obj),
+            &json!({"spec": {}}),
+            "a",
+            false,
+            &mut managers,
+            "t",
+            "",
+        )
+        .unwrap();
         assert_eq!(obj, json!({"spec": {"x": 1}}));
         // force takes ownership
-        let obj = server_side_apply(Some(&obj), &json!({"spec": {"x": 9}}), "c", true, &mut managers, "t", "").unwrap();
+        let obj = server_side_apply(
+            Some(&obj),
+            &json!({"spec": {"x": 9}}),
+            "c",
+            true,
+            &mut managers,
+            "t",
+            "",
+        )
+        .unwrap();
         assert_eq!(obj, json!({"spec": {"x": 9}}));
         assert!(!managers.contains_key(&("b".to_string(), "Apply".to_string())));
     }

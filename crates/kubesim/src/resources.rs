@@ -152,7 +152,9 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
         .get("versions")
         .and_then(Value::as_array)
         .filter(|v| !v.is_empty())
-        .ok_or("spec.versions: Invalid value: must have exactly one version marked as storage version")?;
+        .ok_or(
+            "spec.versions: Invalid value: must have exactly one version marked as storage version",
+        )?;
     let mut out = Vec::new();
     for v in versions {
         let name = str_at(v, "name").ok_or("spec.versions[].name: Required value")?;

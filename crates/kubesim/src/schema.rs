@@ -43,7 +43,9 @@ pub fn apply_defaults(v: &mut Value, s: &Value) {
         Value::Object(m) => {
             if let Some(Value::Object(props)) = s.get("properties") {
                 for (k, ps) in props {
-                    let Some(def) = ps.get("default") else { continue };
+                    let Some(def) = ps.get("default") else {
+                        continue;
+                    };
                     match m.get(k) {
                         None => {
                             m.insert(k.clone(), def.clone());
@@ -89,7 +91,8 @@ fn prune_at(v: &mut Value, s: &Value, path: &str, root: bool, unknown: &mut Vec<
         Value::Object(m) => {
             let props = s.get("properties").and_then(Value::as_object);
             let ap = s.get("additionalProperties");
-            let keep_all = preserve(s) || matches!(ap, Some(Value::Bool(true)) | Some(Value::Object(_)));
+            let keep_all =
+                preserve(s) || matches!(ap, Some(Value::Bool(true)) | Some(Value::Object(_)));
             if !keep_all {
                 let drop: Vec<String> = m
                     .keys()
@@ -162,13 +165,22 @@ pub fn validate(v: &Value, s: &Value, path: &str, old: Option<&Value>, errs: &mu
             return;
         }
         if let Some(t) = s.get("type").and_then(Value::as_str) {
-            invalid(errs, format!("{path} in body must be of type {t}: \"null\""));
+            invalid(
+                errs,
+                format!("{path} in body must be of type {t}: \"null\""),
+            );
             return;
         }
     }
     if int_or_string(s) {
         if !(v.is_string() || type_name(v) == "integer") {
-            invalid(errs, format!("{path} in body must be of type integer or string: \"{}\"", type_name(v)));
+            invalid(
+                errs,
+                format!(
+                    "{path} in body must be of type integer or string: \"{}\"",
+                    type_name(v)
+                ),
+            );
             return;
         }
     } else if let Some(t) = s.get("type").and_then(Value::as_str) {
@@ -182,7 +194,10 @@ pub fn validate(v: &Value, s: &Value, path: &str, old: Option<&Value>, errs: &mu
             _ => true,
         };
         if !ok {
-            invalid(errs, format!("{path} in body must be of type {t}: \"{}\"", type_name(v)));
+            invalid(
+                errs,
+                format!("{path} in body must be of type {t}: \"{}\"", type_name(v)),
+            );
             return;
         }
     }
@@ -196,7 +211,10 @@ pub fn validate(v: &Value, s: &Value, path: &str, old: Option<&Value>, errs: &mu
             .join(", ");
         errs.push(Cause {
             reason: "FieldValueNotSupported".into(),
-            message: format!("{path}: Unsupported value: {}: supported values: {supported}", shown(v)),
+            message: format!(
+                "{path}: Unsupported value: {}: supported values: {supported}",
+                shown(v)
+            ),
             field: path.to_string(),
         });
     }
@@ -206,7 +224,10 @@ pub fn validate(v: &Value, s: &Value, path: &str, old: Option<&Value>, errs: &mu
             if let Some(min) = s.get("minLength").and_then(Value::as_u64)
                 && len < min
             {
-                invalid(errs, format!("{path} in body should be at least {min} chars long"));
+                invalid(
+                    errs,
+                    format!("{path} in body should be at least {min} chars long"),
+                );
             }
             if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
                 && len > max
@@ -228,30 +249,56 @@ pub fn validate(v: &Value, s: &Value, path: &str, old: Option<&Value>, errs: &mu
             if s.get("format").and_then(Value::as_str) == Some("date-time")
                 && chrono::DateTime::parse_from_rfc3339(st).is_err()
             {
-                invalid(errs, format!("{path} in body must be of type date-time: {v}"));
+                invalid(
+                    errs,
+                    format!("{path} in body must be of type date-time: {v}"),
+                );
             }
         }
         Value::Number(_) => {
             let x = num(v).unwrap_or(0.0);
-            let excl_min = s.get("exclusiveMinimum").and_then(Value::as_bool).unwrap_or(false);
-            let excl_max = s.get("exclusiveMaximum").and_then(Value::as_bool).unwrap_or(false);
+            let excl_min = s
+                .get("exclusiveMinimum")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let excl_max = s
+                .get("exclusiveMaximum")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             if let Some(min) = s.get("minimum").and_then(num)
                 && (x < min || excl_min && x == min)
             {
-                let rel = if excl_min { "greater than" } else { "greater than or equal to" };
-                invalid(errs, format!("{path} in body should be {rel} {}", fmt_num(min)));
+                let rel = if excl_min {
+                    "greater than"
+                } else {
+                    "greater than or equal to"
+                };
+                invalid(
+                    errs,
+                    format!("{path} in body should be {rel} {}", fmt_num(min)),
+                );
             }
             if let Some(max) = s.get("maximum").and_then(num)
                 && (x > max || excl_max && x == max)
             {
-                let rel = if excl_max { "less than" } else { "less than or equal to" };
-                invalid(errs, format!("{path} in body should be {rel} {}", fmt_num(max)));
+                let rel = if excl_max {
+                    "less than"
+                } else {
+                    "less than or equal to"
+                };
+                invalid(
+                    errs,
+                    format!("{path} in body should be {rel} {}", fmt_num(max)),
+                );
             }
             if let Some(m) = s.get("multipleOf").and_then(num)
                 && m != 0.0
                 && (x / m).fract() != 0.0
             {
-                invalid(errs, format!("{path} in body should be a multiple of {}", fmt_num(m)));
+                invalid(
+                    errs,
+                    format!("{path} in body should be a multiple of {}", fmt_num(m)),
+                );
             }
         }
         Value::Array(items) => {
@@ -259,7 +306,10 @@ pub fn validate(v: &Value, s: &Value, path: &str, old: Option<&Value>, errs: &mu
             if let Some(min) = s.get("minItems").and_then(Value::as_u64)
                 && n < min
             {
-                invalid(errs, format!("{path} in body should have at least {min} items"));
+                invalid(
+                    errs,
+                    format!("{path} in body should have at least {min} items"),
+                );
             }
             if let Some(max) = s.get("maxItems").and_then(Value::as_u64)
                 && n > max
@@ -304,12 +354,18 @@ pub fn validate(v: &Value, s: &Value, path: &str, old: Option<&Value>, errs: &mu
             if let Some(min) = s.get("minProperties").and_then(Value::as_u64)
                 && n < min
             {
-                invalid(errs, format!("{path} in body should have at least {min} properties"));
+                invalid(
+                    errs,
+                    format!("{path} in body should have at least {min} properties"),
+                );
             }
             if let Some(max) = s.get("maxProperties").and_then(Value::as_u64)
                 && n > max
             {
-                invalid(errs, format!("{path} in body should have at most {max} properties"));
+                invalid(
+                    errs,
+                    format!("{path} in body should have at most {max} properties"),
+                );
             }
             let props = s.get("properties").and_then(Value::as_object);
             let ap = s.get("additionalProperties");
@@ -337,8 +393,12 @@ pub fn validate(v: &Value, s: &Value, path: &str, old: Option<&Value>, errs: &mu
     combinators(v, s, path, old, errs);
     if let Some(Value::Array(rules)) = s.get("x-kubernetes-validations") {
         for rule in rules {
-            let Some(text) = rule.get("rule").and_then(Value::as_str) else { continue };
-            let Some(program) = cel::Program::parse(text) else { continue };
+            let Some(text) = rule.get("rule").and_then(Value::as_str) else {
+                continue;
+            };
+            let Some(program) = cel::Program::parse(text) else {
+                continue;
+            };
             if program.uses_old_self() && old.is_none() {
                 continue;
             }
@@ -361,7 +421,10 @@ pub fn validate(v: &Value, s: &Value, path: &str, old: Option<&Value>, errs: &mu
                 }),
                 Err(e) => errs.push(Cause {
                     reason: "FieldValueInvalid".into(),
-                    message: format!("{field}: Invalid value: \"{}\": rule evaluation error: {e}", type_name(v)),
+                    message: format!(
+                        "{field}: Invalid value: \"{}\": rule evaluation error: {e}",
+                        type_name(v)
+                    ),
                     field,
                 }),
             }
@@ -390,17 +453,26 @@ fn combinators(v: &Value, s: &Value, path: &str, old: Option<&Value>, errs: &mut
     if let Some(Value::Array(any)) = s.get("anyOf")
         && !any.iter().any(passes)
     {
-        fail(errs, &format!("{path} in body must match at least one schema (anyOf)"));
+        fail(
+            errs,
+            &format!("{path} in body must match at least one schema (anyOf)"),
+        );
     }
     if let Some(Value::Array(one)) = s.get("oneOf")
         && one.iter().filter(|x| passes(x)).count() != 1
     {
-        fail(errs, &format!("{path} in body must match exactly one schema (oneOf)"));
+        fail(
+            errs,
+            &format!("{path} in body must match exactly one schema (oneOf)"),
+        );
     }
     if let Some(not) = s.get("not")
         && passes(not)
     {
-        fail(errs, &format!("{path} in body must not match the schema (not)"));
+        fail(
+            errs,
+            &format!("{path} in body must not match the schema (not)"),
+        );
     }
 }
 
@@ -414,7 +486,12 @@ fn fmt_num(x: f64) -> String {
 
 /// Runs defaulting, pruning and validation on a whole custom resource. Returns the pruned
 /// unknown-field paths; validation causes go to `errs`.
-pub fn process(obj: &mut Value, schema: &Value, old: Option<&Value>, errs: &mut Vec<Cause>) -> Vec<String> {
+pub fn process(
+    obj: &mut Value,
+    schema: &Value,
+    old: Option<&Value>,
+    errs: &mut Vec<Cause>,
+) -> Vec<String> {
     apply_defaults(obj, schema);
     let unknown = prune(obj, schema, true);
     let mut root_schema = schema.clone();
@@ -432,7 +509,10 @@ pub fn process(obj: &mut Value, schema: &Value, old: Option<&Value>, errs: &mut 
 pub fn permissive() -> Value {
     let mut m = Map::new();
     m.insert("type".into(), Value::String("object".into()));
-    m.insert("x-kubernetes-preserve-unknown-fields".into(), Value::Bool(true));
+    m.insert(
+        "x-kubernetes-preserve-unknown-fields".into(),
+        Value::Bool(true),
+    );
     Value::Object(m)
 }
 

@@ -69,9 +69,15 @@ impl LabelSelector {
             } else if let Some((k, v)) = p.split_once('=') {
                 Req::Eq(k.trim().into(), v.trim().into())
             } else if let Some(idx) = p.find(" notin ") {
-                Req::NotIn(p[..idx].trim().into(), parse_set(&p[idx + 7..]).ok_or_else(bad)?)
+                Req::NotIn(
+                    p[..idx].trim().into(),
+                    parse_set(&p[idx + 7..]).ok_or_else(bad)?,
+                )
             } else if let Some(idx) = p.find(" in ") {
-                Req::In(p[..idx].trim().into(), parse_set(&p[idx + 4..]).ok_or_else(bad)?)
+                Req::In(
+                    p[..idx].trim().into(),
+                    parse_set(&p[idx + 4..]).ok_or_else(bad)?,
+                )
             } else if p.contains(' ') || p.contains('(') {
                 return Err(bad());
             } else {

@@ -85,7 +85,10 @@ pub(crate) struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("tokens", &format!("<{} redacted>", self.tokens.read().len()))
+            .field(
+                "tokens",
+                &format!("<{} redacted>", self.tokens.read().len()),
+            )
             .field("options", &self.options)
             .field("addr", &*self.addr.lock())
             .finish_non_exhaustive()
@@ -135,7 +138,11 @@ impl Server {
             options,
             addr: Mutex::new(None),
         });
-        Server { shared, addr: None, task: None }
+        Server {
+            shared,
+            addr: None,
+            task: None,
+        }
     }
 
     /// Serves on 127.0.0.1 with an ephemeral port (also usable in-process).
@@ -148,10 +155,14 @@ impl Server {
         let mut server = Server::new(options);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| Error::Bind { addr: addr.to_string(), source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr: addr.to_string(), source })?;
+            .map_err(|source| Error::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| Error::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
         *server.shared.addr.lock() = Some(local);
         server.addr = Some(local);
         let router = server.router();
@@ -183,7 +194,10 @@ impl Server {
     /// Registers a bearer token and the user name requests carrying it are attributed to.
     /// Tokens never registered get 401; requests without a token are [`ANONYMOUS`].
     pub fn add_token(&self, token: &str, user: &str) {
-        self.shared.tokens.write().insert(token.to_string(), user.to_string());
+        self.shared
+            .tokens
+            .write()
+            .insert(token.to_string(), user.to_string());
     }
 
     /// An in-process `kube::Client` (anonymous) whose transport is the router.
@@ -197,7 +211,8 @@ impl Server {
             .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
         let service = tower::ServiceBuilder::new()
             .map_request(move |mut req: Request<kube::client::Body>| {
-                req.headers_mut().insert(header::AUTHORIZATION, value.clone());
+                req.headers_mut()
+                    .insert(header::AUTHORIZATION, value.clone());
                 req
             })
             .service(self.router());
@@ -211,19 +226,26 @@ impl Server {
             url: "(not listening)".into(),
             message: "this server is in-process only; start it with Server::start".into(),
         })?;
-        let fail = |m: String| Error::Client { url: url.clone(), message: m };
-        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml()).map_err(|e| fail(e.to_string()))?;
+        let fail = |m: String| Error::Client {
+            url: url.clone(),
+            message: m,
+        };
+        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml())
+            .map_err(|e| fail(e.to_string()))?;
         let context = match token {
             None => "kubesim".to_string(),
             Some(t) => {
                 let tokens = self.shared.tokens.read();
-                let user = tokens
-                    .get(t)
-                    .ok_or_else(|| fail("that token is not registered; call add_token first".into()))?;
+                let user = tokens.get(t).ok_or_else(|| {
+                    fail("that token is not registered; call add_token first".into())
+                })?;
                 format!("kubesim-{user}")
             }
         };
-        let opts = kube::config::KubeConfigOptions { context: Some(context), ..Default::default() };
+        let opts = kube::config::KubeConfigOptions {
+            context: Some(context),
+            ..Default::default()
+        };
         let config = kube::Config::from_custom_kubeconfig(kc, &opts)
             .await
             .map_err(|e| fail(e.to_string()))?;
@@ -240,11 +262,18 @@ impl Server {
             "name": "kubesim",
             "context": {"cluster": "kubesim", "user": "kubesim-anonymous", "namespace": "default"}
         })];
-        let mut tokens: Vec<(String, String)> =
-            self.shared.tokens.read().iter().map(|(t, u)| (t.clone(), u.clone())).collect();
+        let mut tokens: Vec<(String, String)> = self
+            .shared
+            .tokens
+            .read()
+            .iter()
+            .map(|(t, u)| (t.clone(), u.clone()))
+            .collect();
         tokens.sort_by(|a, b| a.1.cmp(&b.1));
         for (token, user) in tokens {
-            users.push(serde_json::json!({"name": format!("kubesim-{user}"), "user": {"token": token}}));
+            users.push(
+                serde_json::json!({"name": format!("kubesim-{user}"), "user": {"token": token}}),
+            );
             contexts.push(serde_json::json!({
                 "name": format!("kubesim-{user}"),
                 "context": {"cluster": "kubesim", "user": format!("kubesim-{user}"), "namespace": "default"}

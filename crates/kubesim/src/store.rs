@@ -154,7 +154,9 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
-    obj["metadata"].as_object_mut().expect("metadata was just made an object")
+    obj["metadata"]
+        .as_object_mut()
+        .expect("metadata was just made an object")
 }
 
 fn meta_str<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
@@ -165,7 +167,11 @@ fn finalizers(obj: &Value) -> Vec<String> {
     meta(obj)
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -246,13 +252,21 @@ impl Store {
             discovery_generation: 1,
         };
         for rt in resources::builtins() {
-            s.types
-                .insert((rt.group.clone(), rt.version.clone(), rt.plural.clone()), Arc::new(rt));
+            s.types.insert(
+                (rt.group.clone(), rt.version.clone(), rt.plural.clone()),
+                Arc::new(rt),
+            );
         }
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            let rt = s.lookup("", "v1", "namespaces").expect("namespaces are built in");
-            s.create(&rt, None, body, &WriteOpts::default())
+            let rt = s
+                .lookup("", "v1", "namespaces")
+                .expect("namespaces are built in");
+            let opts = WriteOpts {
+                field_manager: "kubesim".into(),
+                ..WriteOpts::default()
+            };
+            s.create(&rt, None, body, &opts)
                 .expect("the standard namespaces are valid");
         }
         s
@@ -329,7 +343,10 @@ impl Store {
         if let Some(m) = self.managers.get(&(g, p, ns, name))
             && !m.is_empty()
         {
-            meta_mut(&mut o).insert("managedFields".into(), patch::managed_fields_json(m, &rt.api_version()));
+            meta_mut(&mut o).insert(
+                "managedFields".into(),
+                patch::managed_fields_json(m, &rt.api_version()),
+            );
         }
         o
     }
@@ -346,7 +363,9 @@ impl Store {
             return Ok(());
         }
         let ns = ns.unwrap_or("");
-        let ns_rt = self.lookup("", "v1", "namespaces").expect("namespaces are built in");
+        let ns_rt = self
+            .lookup("", "v1", "namespaces")
+            .expect("namespaces are built in");
         if self.get_stored(&ns_rt, "", ns).is_none() {
             return Err(Error::NotFound(Subject {
                 group: String::new(),
@@ -357,7 +376,13 @@ impl Store {
         Ok(())
     }
 
-    fn commit(&mut self, rt: &ResourceType, kind: EventType, mut obj: Value, prev: Option<Value>) -> Value {
+    fn commit(
+        &mut self,
+        rt: &ResourceType,
+        kind: EventType,
+        mut obj: Value,
+        prev: Option<Value>,
+    ) -> Value {
         self.rv += 1;
         let rv = self.rv;
         meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(rv.to_string()));
@@ -395,7 +420,8 @@ impl Store {
 
     fn set_managers(&mut self, rt: &ResourceType, ns: &str, name: &str, m: Managers) {
         let (g, p) = rt.storage_key();
-        self.managers.insert((g, p, ns.to_string(), name.to_string()), m);
+        self.managers
+            .insert((g, p, ns.to_string(), name.to_string()), m);
     }
 
     fn managers_of(&self, rt: &ResourceType, ns: &str, name: &str) -> Managers {
@@ -503,7 +529,11 @@ impl Store {
             )));
         }
         if let Some(av) = obj.get("apiVersion").and_then(Value::as_str) {
-            let group_of = |s: &str| s.rsplit_once('/').map(|(g, _)| g.to_string()).unwrap_or_default();
+            let group_of = |s: &str| {
+                s.rsplit_once('/')
+                    .map(|(g, _)| g.to_string())
+                    .unwrap_or_default()
+            };
             if group_of(av) != rt.group {
                 return Err(Error::BadRequest(format!(
                     "the API version in the data ({av}) does not match the expected API version ({})",
@@ -521,6 +551,9 @@ impl Store {
         }
         obj["apiVersion"] = Value::String(rt.api_version());
         obj["kind"] = Value::String(rt.kind.clone());
+        if rt.group.is_empty() && rt.plural == "secrets" {
+            fold_string_data(obj);
+        }
         let m = meta_mut(obj);
         m.remove("managedFields");
         m.remove("selfLink");
@@ -544,16 +577,35 @@ impl Store {
     }
 
     /// POST: create an object.
-    pub fn create(&mut self, rt: &ResourceType, ns: Option<&str>, mut obj: Value, opts: &WriteOpts) -> Result<Written> {
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        mut obj: Value,
+        opts: &WriteOpts,
+    ) -> Result<Written> {
         self.check_identity(rt, ns, &mut obj)?;
         self.ensure_namespace(rt, ns)?;
         let m = meta_mut(&mut obj);
-        if m.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-            return Err(Error::Internal("resourceVersion should not be set on objects to be created".into()));
+        if m.get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
+            return Err(Error::Internal(
+                "resourceVersion should not be set on objects to be created".into(),
+            ));
         }
-        let name = match m.get("name").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        let name = match m
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
             Some(n) => n.to_string(),
-            None => match m.get("generateName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            None => match m
+                .get("generateName")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            {
                 Some(prefix) => {
                     let n = format!("{prefix}{}", random_suffix());
                     m.insert("name".into(), Value::String(n.clone()));
@@ -583,7 +635,10 @@ impl Store {
             return Err(Error::AlreadyExists(subject(rt, &name)));
         }
         let m = meta_mut(&mut obj);
-        m.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+        m.insert(
+            "uid".into(),
+            Value::String(uuid::Uuid::new_v4().to_string()),
+        );
         m.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
         m.remove("deletionTimestamp");
         m.remove("deletionGracePeriodSeconds");
@@ -618,26 +673,49 @@ impl Store {
             });
         }
         if opts.dry_run {
-            return Ok(Written { code: 201, body: obj, warnings, is_status: false });
+            return Ok(Written {
+                code: 201,
+                body: obj,
+                warnings,
+                is_status: false,
+            });
         }
         let mut managers = Managers::new();
-        patch::record_update(None, &obj, &opts.field_manager, &mut managers, &now_rfc3339(), "");
+        patch::record_update(
+            None,
+            &obj,
+            &opts.field_manager,
+            &mut managers,
+            &now_rfc3339(),
+            "",
+        );
         let stored = self.commit(rt, EventType::Added, obj, None);
         self.set_managers(rt, ns.unwrap_or(""), &name, managers);
         if rt.plural == "customresourcedefinitions" {
             self.sync_crd(&stored);
         }
-        Ok(Written { code: 201, body: stored, warnings, is_status: false })
+        Ok(Written {
+            code: 201,
+            body: stored,
+            warnings,
+            is_status: false,
+        })
     }
 
     fn sync_crd(&mut self, crd: &Value) {
         let name = meta_str(crd, "name").unwrap_or("");
-        let (group, plural) = name.split_once('.').map(|(p, g)| (g.to_string(), p.to_string())).unwrap_or_default();
-        self.types.retain(|(g, _, p), rt| !(rt.custom && *g == group && *p == plural));
+        let (group, plural) = name
+            .split_once('.')
+            .map(|(p, g)| (g.to_string(), p.to_string()))
+            .unwrap_or_default();
+        self.types
+            .retain(|(g, _, p), rt| !(rt.custom && *g == group && *p == plural));
         if let Ok(types) = resources::from_crd(crd) {
             for rt in types {
-                self.types
-                    .insert((rt.group.clone(), rt.version.clone(), rt.plural.clone()), Arc::new(rt));
+                self.types.insert(
+                    (rt.group.clone(), rt.version.clone(), rt.plural.clone()),
+                    Arc::new(rt),
+                );
             }
         }
         self.discovery_generation += 1;
@@ -678,7 +756,8 @@ impl Store {
                     kind_subject(rt, name),
                     "FieldValueInvalid",
                     "metadata.resourceVersion",
-                    "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update".into(),
+                    "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+                        .into(),
                 ));
             }
             None => {}
@@ -712,7 +791,13 @@ impl Store {
             // server-owned metadata always comes from the stored object
             let om = meta(&old).cloned().unwrap_or_default();
             let nm = meta_mut(&mut new);
-            for key in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            for key in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
                 match om.get(key) {
                     Some(v) => {
                         nm.insert(key.into(), v.clone());
@@ -739,7 +824,10 @@ impl Store {
         if rt.has_generation
             && spec_part(&new, rt.status_subresource) != spec_part(&old, rt.status_subresource)
         {
-            let g = meta(&old).and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
+            let g = meta(&old)
+                .and_then(|m| m.get("generation"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         let ns_s = ns.unwrap_or("").to_string();
@@ -761,23 +849,43 @@ impl Store {
                 managers.retain(|_, e| !e.fields.is_empty());
                 self.set_managers(rt, &ns_s, name, managers);
             }
-            return Ok(Written { code: 200, body: old, warnings, is_status: false });
+            return Ok(Written {
+                code: 200,
+                body: old,
+                warnings,
+                is_status: false,
+            });
         }
         if opts.dry_run {
-            return Ok(Written { code: 200, body: new, warnings, is_status: false });
+            return Ok(Written {
+                code: 200,
+                body: new,
+                warnings,
+                is_status: false,
+            });
         }
         let deleting = meta(&new).is_some_and(|m| m.contains_key("deletionTimestamp"));
         if deleting && finalizers(&new).is_empty() {
             let body = self.commit(rt, EventType::Deleted, new, Some(old));
             self.after_delete(rt, &body);
-            return Ok(Written { code: 200, body, warnings, is_status: false });
+            return Ok(Written {
+                code: 200,
+                body,
+                warnings,
+                is_status: false,
+            });
         }
         let body = self.commit(rt, EventType::Modified, new, Some(old));
         self.set_managers(rt, &ns_s, name, managers);
         if rt.plural == "customresourcedefinitions" {
             self.sync_crd(&body);
         }
-        Ok(Written { code: 200, body, warnings, is_status: false })
+        Ok(Written {
+            code: 200,
+            body,
+            warnings,
+            is_status: false,
+        })
     }
 
     /// PUT (main resource or `/status`).
@@ -822,13 +930,16 @@ impl Store {
             "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
                 if !opts.explicit_manager {
                     return Err(Error::BadRequest(
-                        "PATCH, application/apply-patch+yaml requires fieldManager parameter".into(),
+                        "PATCH, application/apply-patch+yaml requires fieldManager parameter"
+                            .into(),
                     ));
                 }
                 let applied: Value = serde_yaml_ng::from_slice(body)
                     .map_err(|e| Error::BadRequest(format!("error decoding YAML: {e}")))?;
                 if !applied.is_object() {
-                    return Err(Error::BadRequest("an apply configuration must be an object".into()));
+                    return Err(Error::BadRequest(
+                        "an apply configuration must be an object".into(),
+                    ));
                 }
                 let mut applied = applied;
                 if status_only {
@@ -874,7 +985,10 @@ impl Store {
                         .iter()
                         .map(|c| format!("- {}", c.field))
                         .collect::<Vec<_>>();
-                    let who = conflicts.first().map(|c| c.manager.clone()).unwrap_or_default();
+                    let who = conflicts
+                        .first()
+                        .map(|c| c.manager.clone())
+                        .unwrap_or_default();
                     Error::Conflict {
                         subject: subject(rt, name),
                         message: format!(
@@ -912,11 +1026,23 @@ impl Store {
                                 meta_mut(&mut new).remove("resourceVersion");
                             }
                         }
-                        self.update_with(rt, ns, name, old, new, status_only, false, opts, Some(managers))
+                        self.update_with(
+                            rt,
+                            ns,
+                            name,
+                            old,
+                            new,
+                            status_only,
+                            false,
+                            opts,
+                            Some(managers),
+                        )
                     }
                 }
             }
-            "application/merge-patch+json" | "application/json-patch+json" | "application/strategic-merge-patch+json" => {
+            "application/merge-patch+json"
+            | "application/json-patch+json"
+            | "application/strategic-merge-patch+json" => {
                 if ct == "application/strategic-merge-patch+json" && rt.custom {
                     return Err(Error::UnsupportedMediaType(format!(
                         "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (patch type {ct} is not supported for custom resources)"
@@ -934,12 +1060,18 @@ impl Store {
                 let old_rv = meta_str(&old, "resourceVersion").unwrap_or("").to_string();
                 if ct == "application/json-patch+json" {
                     // JSON patch sees the RV so a `test` on it works; it stays a precondition
-                    meta_mut(&mut new).insert("resourceVersion".into(), Value::String(old_rv.clone()));
+                    meta_mut(&mut new)
+                        .insert("resourceVersion".into(), Value::String(old_rv.clone()));
                     match patch::json_patch(&mut new, &patch_doc) {
                         Ok(()) => {}
                         Err(Ok(bad)) => return Err(Error::BadRequest(bad)),
                         Err(Err(msg)) => {
-                            return Err(Error::invalid(kind_subject(rt, name), "FieldValueInvalid", "", msg));
+                            return Err(Error::invalid(
+                                kind_subject(rt, name),
+                                "FieldValueInvalid",
+                                "",
+                                msg,
+                            ));
                         }
                     }
                     if meta_str(&new, "resourceVersion") == Some(old_rv.as_str()) {
@@ -957,7 +1089,13 @@ impl Store {
     }
 
     /// DELETE one object.
-    pub fn delete(&mut self, rt: &ResourceType, ns: Option<&str>, name: &str, opts: &DeleteOpts) -> Result<Written> {
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> Result<Written> {
         let ns_s = ns.unwrap_or("").to_string();
         let Some(old) = self.get_stored(rt, &ns_s, name).cloned() else {
             return Err(Error::NotFound(subject(rt, name)));
@@ -983,11 +1121,21 @@ impl Store {
             return Err(precondition("ResourceVersion", r, &rv));
         }
         if opts.dry_run {
-            return Ok(Written { code: 200, body: old, warnings: Vec::new(), is_status: false });
+            return Ok(Written {
+                code: 200,
+                body: old,
+                warnings: Vec::new(),
+                is_status: false,
+            });
         }
         let is_namespace = rt.plural == "namespaces" && rt.group.is_empty();
         if meta(&old).is_some_and(|m| m.contains_key("deletionTimestamp")) {
-            return Ok(Written { code: 202, body: old, warnings: Vec::new(), is_status: false });
+            return Ok(Written {
+                code: 202,
+                body: old,
+                warnings: Vec::new(),
+                is_status: false,
+            });
         }
         match opts.propagation.as_deref() {
             Some("Orphan") => self.orphan_dependents(&uid),
@@ -1015,7 +1163,12 @@ impl Store {
                     is_status: false,
                 });
             }
-            return Ok(Written { code: 202, body, warnings: Vec::new(), is_status: false });
+            return Ok(Written {
+                code: 202,
+                body,
+                warnings: Vec::new(),
+                is_status: false,
+            });
         }
         let body = self.commit(rt, EventType::Deleted, old, None);
         self.after_delete(rt, &body);
@@ -1048,7 +1201,8 @@ impl Store {
                     }
                 }
                 let (g, p) = (group.to_string(), plural.to_string());
-                self.types.retain(|(tg, _, tp), t| !(t.custom && *tg == g && *tp == p));
+                self.types
+                    .retain(|(tg, _, tp), t| !(t.custom && *tg == g && *tp == p));
                 self.discovery_generation += 1;
             }
         }
@@ -1078,12 +1232,19 @@ impl Store {
     }
 
     fn finish_namespace_if_empty(&mut self, ns: &str) {
-        let ns_rt = self.lookup("", "v1", "namespaces").expect("namespaces are built in");
-        let Some(nsobj) = self.get_stored(&ns_rt, "", ns).cloned() else { return };
+        let ns_rt = self
+            .lookup("", "v1", "namespaces")
+            .expect("namespaces are built in");
+        let Some(nsobj) = self.get_stored(&ns_rt, "", ns).cloned() else {
+            return;
+        };
         if !meta(&nsobj).is_some_and(|m| m.contains_key("deletionTimestamp")) {
             return;
         }
-        let empty = self.all_namespaced().iter().all(|t| self.objects(t, Some(ns)).is_empty());
+        let empty = self
+            .all_namespaced()
+            .iter()
+            .all(|t| self.objects(t, Some(ns)).is_empty());
         if empty {
             self.commit(&ns_rt, EventType::Deleted, nsobj, None);
         }
@@ -1103,7 +1264,10 @@ impl Store {
                 let owned = meta(&o)
                     .and_then(|m| m.get("ownerReferences"))
                     .and_then(Value::as_array)
-                    .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)));
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                    });
                 if owned {
                     out.push((t.clone(), o));
                 }
@@ -1123,7 +1287,10 @@ impl Store {
     fn orphan_dependents(&mut self, uid: &str) {
         for (t, o) in self.dependents(uid) {
             let mut new = o.clone();
-            if let Some(refs) = meta_mut(&mut new).get_mut("ownerReferences").and_then(Value::as_array_mut) {
+            if let Some(refs) = meta_mut(&mut new)
+                .get_mut("ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
                 refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
             }
             self.commit(&t, EventType::Modified, new, Some(o));
@@ -1134,8 +1301,9 @@ impl Store {
     pub fn list(&self, rt: &ResourceType, ns: Option<&str>, opts: &ListOpts) -> Result<Value> {
         let (list_rv, start_after) = match &opts.continue_token {
             Some(tok) => {
-                let (rv, start) = decode_continue(tok)
-                    .ok_or_else(|| Error::BadRequest(format!("continue key is not valid: {tok}")))?;
+                let (rv, start) = decode_continue(tok).ok_or_else(|| {
+                    Error::BadRequest(format!("continue key is not valid: {tok}"))
+                })?;
                 if rv < self.compacted_rv {
                     return Err(Error::Gone(
                         "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results.".into(),
@@ -1158,8 +1326,15 @@ impl Store {
             })
             .unwrap_or_default();
         let total = matching.len();
-        let take = if opts.limit > 0 { opts.limit.min(total) } else { total };
-        let items: Vec<Value> = matching[..take].iter().map(|o| self.present(rt, o)).collect();
+        let take = if opts.limit > 0 {
+            opts.limit.min(total)
+        } else {
+            total
+        };
+        let items: Vec<Value> = matching[..take]
+            .iter()
+            .map(|o| self.present(rt, o))
+            .collect();
         let mut metadata = json!({"resourceVersion": list_rv.to_string()});
         if take < total {
             let last = &matching[take - 1];
@@ -1179,6 +1354,30 @@ impl Store {
     }
 }
 
+/// Secrets: `stringData` is write-only; its entries go into `data` base64-encoded.
+fn fold_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return;
+    };
+    if !obj.get("data").is_some_and(Value::is_object) {
+        obj["data"] = json!({});
+    }
+    let data = obj["data"]
+        .as_object_mut()
+        .expect("data was just made an object");
+    for (k, v) in sd {
+        let text = v
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string());
+        data.insert(
+            k,
+            Value::String(base64::engine::general_purpose::STANDARD.encode(text)),
+        );
+    }
+}
+
 fn encode_continue(rv: u64, key: &ObjKey) -> String {
     use base64::Engine;
     let raw = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": [key.0, key.1]}).to_string();
@@ -1193,5 +1392,11 @@ fn decode_continue(tok: &str) -> Option<(u64, ObjKey)> {
     let v: Value = serde_json::from_slice(&raw).ok()?;
     let rv = v.get("rv")?.as_u64()?;
     let start = v.get("start")?.as_array()?;
-    Some((rv, (start.first()?.as_str()?.to_string(), start.get(1)?.as_str()?.to_string())))
+    Some((
+        rv,
+        (
+            start.first()?.as_str()?.to_string(),
+            start.get(1)?.as_str()?.to_string(),
+        ),
+    ))
 }

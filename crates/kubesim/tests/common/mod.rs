@@ -54,6 +54,7 @@ pub fn widget_crd() -> Value {
                             "type": "object",
                             "properties": {
                                 "phase": {"type": "string"},
+                                "observedGeneration": {"type": "integer"},
                                 "conditions": {"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
                             }
                         }
@@ -66,7 +67,10 @@ pub fn widget_crd() -> Value {
 
 /// The Widget API resource.
 pub fn widget_ar() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    )
 }
 
 /// A Widget object.
@@ -105,25 +109,54 @@ pub async fn install_widgets(server: &Server) {
         ),
     );
     let crd: DynamicObject = serde_json::from_value(widget_crd()).expect("the CRD is an object");
-    crds.create(&PostParams::default(), &crd).await.expect("the widget CRD is created");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("the widget CRD is created");
 }
 
 /// One request straight through the router: (status code, headers, JSON body).
-pub async fn raw(server: &Server, method: &str, path: &str, content_type: Option<&str>, body: Option<Value>) -> (u16, http::HeaderMap, Value) {
-    raw_bytes(server, method, path, content_type, body.map(|b| b.to_string().into_bytes())).await
+pub async fn raw(
+    server: &Server,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Option<Value>,
+) -> (u16, http::HeaderMap, Value) {
+    raw_bytes(
+        server,
+        method,
+        path,
+        content_type,
+        body.map(|b| b.to_string().into_bytes()),
+    )
+    .await
 }
 
 /// Like [`raw`] with a byte body (e.g. YAML).
-pub async fn raw_bytes(server: &Server, method: &str, path: &str, content_type: Option<&str>, body: Option<Vec<u8>>) -> (u16, http::HeaderMap, Value) {
+pub async fn raw_bytes(
+    server: &Server,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, http::HeaderMap, Value) {
     let mut req = Request::builder().method(method).uri(path);
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }
-    let req = req.body(Body::from(body.unwrap_or_default())).expect("a valid request");
-    let resp = server.router().oneshot(req).await.expect("the router is infallible");
+    let req = req
+        .body(Body::from(body.unwrap_or_default()))
+        .expect("a valid request");
+    let resp = server
+        .router()
+        .oneshot(req)
+        .await
+        .expect("the router is infallible");
     let code = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("a body");
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("a body");
     let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (code, headers, v)
 }
@@ -155,7 +188,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
