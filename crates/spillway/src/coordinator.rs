@@ -13,13 +13,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use spillway_controller::{
     ControllerOptions, ControllerStats, LeaderElector, LeaseConfig, LeaseError, Runs,
 };
 use spillway_engine::Progress;
 use spillway_queue::ShardQueue;
 use spillway_queue::rabbit::{RabbitConfig, RabbitQueue, redact_url};
-use spillway_telemetry::{Health, QueueDepth, coordinator_registry, serve};
+use spillway_telemetry::{Health, QueueDepth, Registry, coordinator_registry, serve};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
@@ -105,6 +108,14 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         depths,
         cancel.clone(),
     ));
+    let mut registry = coordinator_registry(totals, depth_fn);
+    let controller_metrics = ControllerMetrics::register(&mut registry);
+    tokio::spawn(controller_metrics.clone().follow(
+        client.clone(),
+        stats.clone(),
+        args.namespaces.clone(),
+        cancel.clone(),
+    ));
     let health = {
         let rabbit = rabbit.clone();
         Health::new(move || {
@@ -115,7 +126,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             }
         })
     };
-    let (listening, server) = serve(args.listen, health, coordinator_registry(totals, depth_fn))
+    let (listening, server) = serve(args.listen, health, registry)
         .await
         .context("cannot start the coordinator")?;
     tracing::info!(listen = %listening, broker = %broker_shown, %identity, lease = %args.lease_name, namespaces = ?args.namespaces, "spillway coordinator starting");
@@ -245,4 +256,112 @@ async fn stop_on_signal(cancel: CancellationToken) {
     }
     tracing::info!("stopping: finishing the current reconcile and releasing the leader lease");
     cancel.cancel();
+}
+
+/// The controller's own families: reconciles, reconcile errors by reason, jobs by phase.
+#[derive(Clone)]
+struct ControllerMetrics {
+    reconciles: Counter,
+    errors: Family<Vec<(String, String)>, Counter>,
+    jobs: Family<Vec<(String, String)>, Gauge>,
+}
+
+impl ControllerMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = ControllerMetrics {
+            reconciles: Counter::default(),
+            errors: Family::default(),
+            jobs: Family::default(),
+        };
+        registry.register(
+            "spillway_reconciles",
+            "ExportJob reconciles run by this replica",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "spillway_reconcile_errors",
+            "Failed ExportJob reconciles by reason (KubeApiError, FinalizerError, ...)",
+            m.errors.clone(),
+        );
+        registry.register(
+            "spillway_jobs",
+            "ExportJobs in the watched namespaces by status.phase",
+            m.jobs.clone(),
+        );
+        m
+    }
+
+    /// Copies the controller's counters every 2 s and counts jobs by phase every 15 s.
+    async fn follow(
+        self,
+        client: kube::Client,
+        stats: Arc<ControllerStats>,
+        namespaces: Vec<String>,
+        cancel: CancellationToken,
+    ) {
+        let mut tick = 0u64;
+        let mut seen_reconciles = 0u64;
+        let mut seen_errors: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            let r = stats.reconciles.load(Relaxed);
+            self.reconciles.inc_by(r.saturating_sub(seen_reconciles));
+            seen_reconciles = r;
+            for (reason, n) in stats.errors() {
+                let before = seen_errors.insert(reason, n).unwrap_or(0);
+                self.errors
+                    .get_or_create(&vec![("reason".into(), reason.into())])
+                    .inc_by(n.saturating_sub(before));
+            }
+            if tick.is_multiple_of(8) {
+                self.count_jobs(&client, &namespaces).await;
+            }
+            tick += 1;
+        }
+    }
+
+    async fn count_jobs(&self, client: &kube::Client, namespaces: &[String]) {
+        use spillway_api::{ExportJob, Phase};
+        let apis: Vec<kube::Api<ExportJob>> = if namespaces.is_empty() {
+            vec![kube::Api::all(client.clone())]
+        } else {
+            namespaces
+                .iter()
+                .map(|ns| kube::Api::namespaced(client.clone(), ns))
+                .collect()
+        };
+        let mut by_phase: std::collections::BTreeMap<&'static str, i64> = [
+            Phase::Pending,
+            Phase::Planning,
+            Phase::Running,
+            Phase::Suspended,
+            Phase::Succeeded,
+            Phase::Failed,
+        ]
+        .into_iter()
+        .map(|p| (p.as_str(), 0))
+        .collect();
+        for api in apis {
+            match api.list(&Default::default()).await {
+                Ok(list) => {
+                    for j in list {
+                        let phase = j.status.and_then(|s| s.phase).unwrap_or_default();
+                        *by_phase.entry(phase.as_str()).or_insert(0) += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not count ExportJobs for metrics");
+                    return;
+                }
+            }
+        }
+        for (phase, n) in by_phase {
+            self.jobs
+                .get_or_create(&vec![("phase".into(), phase.into())])
+                .set(n);
+        }
+    }
 }
