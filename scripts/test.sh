@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs spillway's whole test suite on a fresh machine: installs what the tests need (Python
-# clients, elasticdump, SeaweedFS), starts the services on 127.0.0.1, checks formatting and
+# clients and chart tools, elasticdump, SeaweedFS, RabbitMQ), starts the services on
+# 127.0.0.1, checks formatting and
 # lints, then runs every test with cargo-nextest. The last line is nextest's summary.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,10 +24,12 @@ log "installing test dependencies"
 scripts/deps/python.sh
 scripts/deps/node.sh
 
-log "starting SeaweedFS (S3) on 127.0.0.1"
+log "starting SeaweedFS (S3) and RabbitMQ on 127.0.0.1"
 scripts/services/seaweedfs.sh start
-trap 'scripts/services/seaweedfs.sh stop >/dev/null 2>&1 || true' EXIT
+scripts/services/rabbitmq.sh start
+trap 'scripts/services/seaweedfs.sh stop >/dev/null 2>&1 || true; scripts/services/rabbitmq.sh stop >/dev/null 2>&1 || true' EXIT
 eval "$(scripts/services/seaweedfs.sh env)"
+eval "$(scripts/services/rabbitmq.sh env)"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -6,6 +6,7 @@
 #   scripts/services/rabbitmq.sh restart   # really stop, then start again (data is kept)
 #   scripts/services/rabbitmq.sh status    # exit 0 when the node is up and AMQP answers
 #   scripts/services/rabbitmq.sh env       # print the export line for the tests
+#   scripts/services/rabbitmq.sh vhost N   # create virtual host N, print its AMQP URL
 #
 # Installs the Debian package rabbitmq-server with apt when it is missing (needs root). The node
 # is separate from any system RabbitMQ: its own node name, AMQP port, distribution port, epmd
@@ -34,12 +35,14 @@ url="amqp://guest:guest@127.0.0.1:${amqp_port}/%2f"
 log_msg() { echo "[rabbitmq] $*" >&2; }
 die() { echo "[rabbitmq] ERROR: $*" >&2; exit 1; }
 
-# Everything the server and the CLI tools read to find this node and its files. `su` (used by
-# the Debian wrappers when run as root) keeps these variables.
+# Everything the server and the CLI tools read to find this node and its files. `su` (used to
+# run the server as the `rabbitmq` user when started by root) keeps these variables.
 export RABBITMQ_NODENAME="${node}"
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 export RABBITMQ_NODE_PORT="${amqp_port}"
 export RABBITMQ_DIST_PORT="${dist_port}"
+# Erlang distribution (used by rabbitmqctl) listens on loopback only, like AMQP.
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 export ERL_EPMD_PORT="${epmd_port}"
 export ERL_EPMD_ADDRESS=127.0.0.1
 export RABBITMQ_MNESIA_BASE="${mnesia}"
@@ -60,8 +63,19 @@ install_rabbitmq() {
   command -v rabbitmq-server >/dev/null 2>&1 || die "rabbitmq-server was installed but is not on PATH"
 }
 
-# Runs a RabbitMQ CLI tool against this node.
-ctl() { rabbitmqctl -q -n "${node}" "$@"; }
+# Starts the server as the `rabbitmq` user. Not through the Debian wrapper: its `su` resets
+# the open-files soft limit to 1024, and a node with a few hundred quorum queues then runs
+# out of file handles and stops accepting connections. The soft limit is raised to the hard.
+start_server() {
+  local server=/usr/lib/rabbitmq/bin/rabbitmq-server
+  [[ -x "${server}" ]] || server="$(command -v rabbitmq-server)"
+  local run="ulimit -n \$(ulimit -Hn) 2>/dev/null; exec ${server} -detached"
+  if [[ "$(id -u)" == 0 ]]; then
+    (cd /var/lib/rabbitmq 2>/dev/null || cd /; su rabbitmq -s /bin/sh -c "${run}")
+  else
+    sh -c "${run}"
+  fi
+}
 
 node_pid() {
   [[ -f "${pidfile}" ]] || return 1
@@ -148,7 +162,7 @@ cmd_start() {
     rm -f "${pidfile}"
     log_msg "starting node ${node} (AMQP 127.0.0.1:${amqp_port}), logs in ${logs}"
     # -detached returns at once; the node writes its pid file while booting.
-    rabbitmq-server -detached >"${state}/start.out" 2>&1 </dev/null \
+    start_server >"${state}/start.out" 2>&1 </dev/null \
       || { cat "${state}/start.out" >&2; die "rabbitmq-server -detached failed"; }
   fi
   wait_ready
@@ -158,7 +172,8 @@ cmd_start() {
 cmd_stop() {
   local pid
   if pid="$(node_pid)"; then
-    ctl stop "${pidfile}" >/dev/null 2>&1 || true
+    # A hung node does not answer the CLI either: bound the polite stop, then kill.
+    timeout 30 rabbitmqctl -q -n "${node}" stop "${pidfile}" >/dev/null 2>&1 || true
     for _ in $(seq 1 100); do
       kill -0 "${pid}" 2>/dev/null || break
       sleep 0.1
@@ -196,11 +211,26 @@ cmd_env() {
   echo "export SPILLWAY_TEST_AMQP=${url}"
 }
 
+# (Re)creates virtual host NAME, empty, with full rights for guest, and prints its AMQP URL:
+# tests that run coordinators and workers each get their own queues this way.
+cmd_vhost() {
+  local name="${1:-}"
+  [[ "${name}" =~ ^[A-Za-z0-9._-]+$ ]] || die "usage: $0 vhost NAME (letters, digits, . _ -)"
+  node_pid >/dev/null && amqp_ready || die "the node is not running; run $0 start first"
+  # A fresh vhost each time: nothing left over from an earlier run.
+  rabbitmqctl -q -n "${node}" delete_vhost "${name}" >/dev/null 2>&1 || true
+  rabbitmqctl -q -n "${node}" add_vhost "${name}" >/dev/null 2>&1 || true
+  rabbitmqctl -q -n "${node}" set_permissions -p "${name}" guest ".*" ".*" ".*" >/dev/null \
+    || die "could not grant guest access to vhost ${name}"
+  echo "amqp://guest:guest@127.0.0.1:${amqp_port}/${name}"
+}
+
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   restart) cmd_restart ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  *) echo "usage: $0 start|stop|restart|status|env" >&2; exit 2 ;;
+  vhost) shift; cmd_vhost "$@" ;;
+  *) echo "usage: $0 start|stop|restart|status|env|vhost NAME" >&2; exit 2 ;;
 esac

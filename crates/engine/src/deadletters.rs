@@ -51,12 +51,18 @@ pub async fn forward_dead_letters(
         };
         match queue.publish_result(&task.reply_to, &result).await {
             Ok(()) => {
-                d.ack().await?;
+                // A failed ack (the broker restarted) means it is delivered again and
+                // forwarded twice; the coordinator ignores the second copy.
+                if let Err(e) = d.ack().await {
+                    tracing::warn!(error = %e, "could not ack a forwarded dead letter; it will be forwarded again");
+                }
                 forwarded.fetch_add(1, Relaxed);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not forward a dead letter; leaving it in the dead-letter queue");
-                d.requeue().await?;
+                if let Err(e) = d.requeue().await {
+                    tracing::warn!(error = %e, "could not give a dead letter back; the broker redelivers it");
+                }
             }
         }
     }

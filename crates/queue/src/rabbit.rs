@@ -107,12 +107,7 @@ pub fn redact_url(url: &str) -> String {
         Some(colon) => format!("{}:***", &userinfo[..colon]),
         None => userinfo.to_string(),
     };
-    format!(
-        "{}{}@{}",
-        &url[..scheme_end + 3],
-        user,
-        &rest[at + 1..]
-    )
+    format!("{}{}@{}", &url[..scheme_end + 3], user, &rest[at + 1..])
 }
 
 /// The names of the shared queues and exchange.
@@ -276,6 +271,8 @@ impl Shared {
                     // Not confirmed: publish again on the next connection (at least once).
                     tracing::warn!(queue = routing_key, error = %e, "publish interrupted; retrying after reconnect");
                     self.broken.notify_one();
+                    // Let the connection's state catch up before looking for a new one.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => {
                     return Err(self.broker_error(routing_key, format!("publish failed: {e}")));
@@ -343,7 +340,10 @@ fn backoff(attempt: u32, cap: Duration) -> Duration {
 
 fn quorum_args() -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     args
 }
 
@@ -367,7 +367,7 @@ pub fn task_queue_arguments(cfg: &RabbitConfig, names: &QueueNames) -> FieldTabl
     // RabbitMQ dead-letters a message returned *more* than x-delivery-limit times, i.e. on
     // the return after delivery limit + 1; one less makes `delivery_limit` the number of
     // deliveries, as documented on the field.
-    let limit = cfg.delivery_limit.max(1);
+    let limit = cfg.delivery_limit.max(1) - 1;
     args.insert(
         "x-delivery-limit".into(),
         AMQPValue::LongLongInt(i64::from(limit)),
@@ -625,8 +625,13 @@ impl RabbitQueue {
         if self.shared.closed.send_replace(true) {
             return;
         }
-        let consumers: Vec<(Channel, ShortString)> =
-            self.shared.consumers.lock().drain().map(|(_, v)| v).collect();
+        let consumers: Vec<(Channel, ShortString)> = self
+            .shared
+            .consumers
+            .lock()
+            .drain()
+            .map(|(_, v)| v)
+            .collect();
         for (channel, tag) in consumers {
             if channel.status().connected() {
                 let _ = tokio::time::timeout(
@@ -640,9 +645,8 @@ impl RabbitQueue {
         if let Some(link) = link
             && link.conn.status().connected()
         {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), link.conn.close(200, "OK".into()))
-                    .await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), link.conn.close(200, "OK".into()))
+                .await;
         }
         tracing::info!(broker = %self.shared.redacted_url, "closed the broker connection");
     }
@@ -669,11 +673,14 @@ impl RabbitQueue {
 struct Subscription {
     channel: Channel,
     consumer: lapin::Consumer,
+    /// Held while the subscription is being cancelled; answers to its deliveries wait for it,
+    /// so that a message given back is not handed to this consumer again on its way out.
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Outcome of trying to (re)subscribe.
 enum Subscribe {
-    Ok(Subscription),
+    Ok(Box<Subscription>),
     /// The queue is gone (a results queue deleted at the end of its run): the stream ends.
     Gone,
     /// Not now (connection trouble); try again after a pause.
@@ -688,24 +695,30 @@ struct RabbitConsumer<T> {
     /// A per-run results queue: its deletion ends the stream (shared queues are declared
     /// with the connection and never end it).
     own_queue: bool,
-    sub: Option<Subscription>,
+    sub: Option<Box<Subscription>>,
     _t: PhantomData<fn() -> T>,
 }
 
 impl<T> Drop for RabbitConsumer<T> {
     fn drop(&mut self) {
         self.shared.consumers.lock().remove(&self.id);
-        // Stop the broker from sending more; deliveries already handed out keep the channel
-        // open until they are answered or dropped.
+        // Cancel before any later answer to a delivery reaches the broker (the gate is taken
+        // here, synchronously), so a message given back is not handed to this consumer again.
+        // Deliveries already handed out keep the channel open until they are answered.
         if let Some(sub) = self.sub.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
-            && sub.channel.status().connected()
+            && let Ok(guard) = sub.gate.clone().try_lock_owned()
         {
             rt.spawn(async move {
-                let _ = sub
-                    .channel
-                    .basic_cancel(sub.consumer.tag(), BasicCancelOptions::default())
+                if sub.channel.status().connected() {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        sub.channel
+                            .basic_cancel(sub.consumer.tag(), BasicCancelOptions::default()),
+                    )
                     .await;
+                }
+                drop(guard);
             });
         }
     }
@@ -750,7 +763,11 @@ impl<T: DeserializeOwned + Send + 'static> RabbitConsumer<T> {
                     .consumers
                     .lock()
                     .insert(self.id, (channel.clone(), consumer.tag()));
-                Ok(Subscribe::Ok(Subscription { channel, consumer }))
+                Ok(Subscribe::Ok(Box::new(Subscription {
+                    channel,
+                    consumer,
+                    gate: Arc::new(tokio::sync::Mutex::new(())),
+                })))
             }
             Err(e) if is_not_found(&e) && self.own_queue => Ok(Subscribe::Gone),
             Err(e) if is_connection_failure(&e) => {
@@ -765,10 +782,9 @@ impl<T: DeserializeOwned + Send + 'static> RabbitConsumer<T> {
 
     /// Turns a broker delivery into ours; an undecodable one comes back with its acker so
     /// that the caller can dead-letter it.
-    #[allow(clippy::result_large_err)]
     fn wrap(
         &self,
-        channel: &Channel,
+        sub: &Subscription,
         d: lapin::message::Delivery,
     ) -> Result<Delivery<T>, (QueueError, Box<RabbitAcker>)> {
         let headers = d.properties.headers().as_ref();
@@ -780,7 +796,8 @@ impl<T: DeserializeOwned + Send + 'static> RabbitConsumer<T> {
         let decoded = decode::<T>(&self.queue, &d.data);
         let acker = Box::new(RabbitAcker {
             acker: Some(d.acker),
-            channel: channel.clone(),
+            channel: sub.channel.clone(),
+            gate: sub.gate.clone(),
             queue: self.queue.clone(),
             redacted_url: self.shared.redacted_url.clone(),
         });
@@ -872,8 +889,8 @@ impl<T: DeserializeOwned + Send + 'static> Consumer<T> for RabbitConsumer<T> {
             };
             match item {
                 Some(Ok(d)) => {
-                    let channel = sub.channel.clone();
-                    return Some(match self.wrap(&channel, d) {
+                    let wrapped = self.wrap(self.sub.as_ref().expect("subscribed"), d);
+                    return Some(match wrapped {
                         Ok(delivery) => Ok(delivery),
                         Err((e, acker)) => {
                             // Undecodable: dead-letter it (never retry it forever), report it.
@@ -915,12 +932,14 @@ struct RabbitAcker {
     acker: Option<lapin::Acker>,
     /// Keeps the channel open until the delivery is answered.
     channel: Channel,
+    gate: Arc<tokio::sync::Mutex<()>>,
     queue: String,
     redacted_url: String,
 }
 
 impl RabbitAcker {
     async fn answer(&mut self, how: Answer) -> Result<(), QueueError> {
+        drop(self.gate.lock().await);
         let acker = self.acker.take().expect("answered once");
         let res = match how {
             Answer::Ack => acker.ack(Default::default()).await,
@@ -988,11 +1007,12 @@ impl Drop for RabbitAcker {
         // a runtime the message returns when its channel closes.
         if let Some(acker) = self.acker.take()
             && acker.usable()
-            && false
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             let channel = self.channel.clone();
+            let gate = self.gate.clone();
             rt.spawn(async move {
+                drop(gate.lock().await);
                 let _ = acker
                     .nack(BasicNackOptions {
                         multiple: false,
@@ -1046,6 +1066,18 @@ impl ShardQueue for RabbitQueue {
             })
             .await?;
         Ok(Box::new(self.consumer(name, 0, true)))
+    }
+
+    async fn results_exist(&self, name: &str) -> Result<bool, QueueError> {
+        match self.queue_depth(name).await {
+            Ok(_) => Ok(true),
+            Err(QueueError::Broker { reason, .. })
+                if reason.contains("NOT_FOUND") || reason.contains("no queue") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn delete_results(&self, name: &str) -> Result<(), QueueError> {
@@ -1115,7 +1147,10 @@ mod tests {
     #[test]
     fn death_reason_reads_the_newest_entry() {
         let mut newest = FieldTable::default();
-        newest.insert("reason".into(), AMQPValue::LongString("delivery_limit".into()));
+        newest.insert(
+            "reason".into(),
+            AMQPValue::LongString("delivery_limit".into()),
+        );
         let mut older = FieldTable::default();
         older.insert("reason".into(), AMQPValue::LongString("rejected".into()));
         let mut headers = FieldTable::default();

@@ -164,6 +164,24 @@ async fn redeclare(
     .map(|_| ())
 }
 
+/// Closes `q` and deletes its namespace's queues and exchange, so that repeated runs do not
+/// pile up quorum queues on the shared broker.
+async fn finish(url: &str, q: RabbitQueue) {
+    let names = q.names().clone();
+    q.close().await;
+    let conn = raw_connection(url).await;
+    let ch = conn.create_channel().await.unwrap();
+    for queue in [&names.shards, &names.dead] {
+        ch.queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {queue}: {e}"));
+    }
+    ch.exchange_delete(names.dead_exchange.as_str().into(), Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("delete {}: {e}", names.dead_exchange));
+    let _ = conn.close(200, "OK".into()).await;
+}
+
 fn precondition_failed(r: Result<(), lapin::Error>) -> bool {
     match r {
         Err(e) => matches!(e.kind(), ErrorKind::ProtocolError(p)
@@ -201,11 +219,19 @@ async fn topology_has_quorum_queues_delivery_limit_and_dead_lettering() {
     let conn = raw_connection(&url).await;
     let quorum = || table(&[("x-queue-type", AMQPValue::LongString("quorum".into()))]);
     // The exact arguments are accepted again; any other type, limit or DLX is refused.
-    redeclare(&conn, &names.shards, true, task_queue_arguments(&cfg, &names))
-        .await
-        .expect("task queue has exactly the declared arguments");
+    redeclare(
+        &conn,
+        &names.shards,
+        true,
+        task_queue_arguments(&cfg, &names),
+    )
+    .await
+    .expect("task queue has exactly the declared arguments");
     let mut classic = task_queue_arguments(&cfg, &names);
-    classic.insert("x-queue-type".into(), AMQPValue::LongString("classic".into()));
+    classic.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("classic".into()),
+    );
     assert!(precondition_failed(
         redeclare(&conn, &names.shards, true, classic).await
     ));
@@ -223,7 +249,13 @@ async fn topology_has_quorum_queues_delivery_limit_and_dead_lettering() {
         redeclare(&conn, &names.shards, true, other_dlx).await
     ));
     assert!(precondition_failed(
-        redeclare(&conn, &names.shards, false, task_queue_arguments(&cfg, &names)).await
+        redeclare(
+            &conn,
+            &names.shards,
+            false,
+            task_queue_arguments(&cfg, &names)
+        )
+        .await
     ));
     match task_queue_arguments(&cfg, &names)
         .inner()
@@ -283,8 +315,10 @@ async fn topology_has_quorum_queues_delivery_limit_and_dead_lettering() {
         .await
     ));
     q.delete_results(&results).await.unwrap();
-    q.close().await;
-    assert!(!q.is_connected());
+    let _ = conn.close(200, "OK".into()).await;
+    let handle = q.clone();
+    finish(&url, q).await;
+    assert!(!handle.is_connected());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,11 +329,19 @@ async fn publish_consume_ack_and_prefetch() {
         .await
         .unwrap();
     for i in 0..3 {
-        within(10, "publish", q.publish_task(&task(&format!("{i:06}"), "r")))
-            .await
-            .unwrap();
+        within(
+            10,
+            "publish",
+            q.publish_task(&task(&format!("{i:06}"), "r")),
+        )
+        .await
+        .unwrap();
     }
-    assert_eq!(q.queue_depths().await.unwrap(), (3, 0), "confirmed = queued");
+    assert_eq!(
+        q.queue_depths().await.unwrap(),
+        (3, 0),
+        "confirmed = queued"
+    );
     let mut c = q.consume_tasks(2).await.unwrap();
     let a = within(10, "first", c.next()).await.unwrap().unwrap();
     assert_eq!(a.message.shard.id, "000000");
@@ -321,7 +363,7 @@ async fn publish_consume_ack_and_prefetch() {
     let mut fresh = q.consume_tasks(5).await.unwrap();
     assert_idle(&mut fresh, "after every ack").await;
     assert_eq!(q.queue_depths().await.unwrap(), (0, 0));
-    q.close().await;
+    finish(&url, q).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,13 +383,43 @@ async fn requeue_counts_deliveries_until_the_limit_dead_letters() {
     }
     // Third return with delivery_limit 3: dead-lettered, not delivered a fourth time.
     let mut dead = q.consume_dead_tasks().await.unwrap();
-    let d = within(10, "dead letter", dead.next()).await.unwrap().unwrap();
+    let d = within(10, "dead letter", dead.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(d.message.shard.id, "000007");
     assert_eq!(d.dead_letter_reason.as_deref(), Some("delivery_limit"));
     d.ack().await.unwrap();
     assert_idle(&mut c, "a dead-lettered task").await;
     assert_eq!(q.queue_depths().await.unwrap(), (0, 0));
-    q.close().await;
+    finish(&url, q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_limit_one_dead_letters_on_the_first_return() {
+    let Some(url) = broker() else { return };
+    let _lock = broker_lock(false);
+    let q = RabbitQueue::connect(config(&url, &unique(), 1))
+        .await
+        .unwrap();
+    q.publish_task(&task("000005", "r")).await.unwrap();
+    let mut c = q.consume_tasks(1).await.unwrap();
+    let d = within(10, "only delivery", c.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.delivery_count, 1);
+    d.requeue().await.unwrap();
+    let mut dead = q.consume_dead_tasks().await.unwrap();
+    let d = within(10, "dead letter", dead.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.message.shard.id, "000005");
+    assert_eq!(d.dead_letter_reason.as_deref(), Some("delivery_limit"));
+    d.ack().await.unwrap();
+    assert_idle(&mut c, "a task past its single delivery").await;
+    finish(&url, q).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,7 +434,10 @@ async fn rejected_task_is_dead_lettered_as_rejected() {
     let d = within(10, "task", c.next()).await.unwrap().unwrap();
     d.reject().await.unwrap();
     let mut dead = q.consume_dead_tasks().await.unwrap();
-    let d = within(10, "dead letter", dead.next()).await.unwrap().unwrap();
+    let d = within(10, "dead letter", dead.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(d.message.shard.id, "000009");
     assert_eq!(d.dead_letter_reason.as_deref(), Some("rejected"));
     // A dead letter given back stays in the dead queue (the forwarder retries it later).
@@ -374,7 +449,7 @@ async fn rejected_task_is_dead_lettered_as_rejected() {
     assert_eq!(again.message.shard.id, "000009");
     assert_eq!(again.delivery_count, 2);
     again.ack().await.unwrap();
-    q.close().await;
+    finish(&url, q).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,10 +472,13 @@ async fn dropped_delivery_comes_back_then_dead_letters() {
     assert_eq!(d2.delivery_count, 2);
     drop(d2); // second crash: limit reached
     let mut dead = q.consume_dead_tasks().await.unwrap();
-    let d = within(10, "dead letter", dead.next()).await.unwrap().unwrap();
+    let d = within(10, "dead letter", dead.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(d.dead_letter_reason.as_deref(), Some("delivery_limit"));
     d.ack().await.unwrap();
-    q.close().await;
+    finish(&url, q).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,7 +503,7 @@ async fn consumer_dropped_with_deliveries_gives_them_back() {
     assert_eq!(d.message.shard.id, "000003");
     assert_eq!(d.delivery_count, 2);
     d.ack().await.unwrap();
-    q.close().await;
+    finish(&url, q).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,7 +538,8 @@ async fn undecodable_task_is_dead_lettered_and_reported() {
         other => panic!("expected a decode error from the dead queue, got {other:?}"),
     }
     assert_eq!(q.queue_depths().await.unwrap(), (0, 0));
-    q.close().await;
+    let _ = conn.close(200, "OK".into()).await;
+    finish(&url, q).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,9 +568,13 @@ async fn results_go_only_to_the_named_queue_and_deleted_queues_drop_them() {
     q.delete_results(&run_b).await.unwrap();
     let end = within(10, "consumer of a deleted queue ends", b.next()).await;
     assert!(end.is_none(), "expected the end of the stream, got {end:?}");
-    within(10, "publish to a deleted queue", q.publish_result(&run_b, &result("000003")))
-        .await
-        .expect("a result for a finished run is dropped, not an error");
+    within(
+        10,
+        "publish to a deleted queue",
+        q.publish_result(&run_b, &result("000003")),
+    )
+    .await
+    .expect("a result for a finished run is dropped, not an error");
     assert!(
         q.queue_depth(&run_b).await.is_err(),
         "publishing must not re-create a deleted results queue"
@@ -500,7 +583,7 @@ async fn results_go_only_to_the_named_queue_and_deleted_queues_drop_them() {
     // Deleting again is fine (idempotent).
     q.delete_results(&run_b).await.unwrap();
     q.delete_results(&run_a).await.unwrap();
-    q.close().await;
+    finish(&url, q).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,7 +601,52 @@ async fn results_published_before_the_first_next_are_kept() {
     assert_eq!(got.message.shard_id, "000004");
     got.ack().await.unwrap();
     q.delete_results(&run).await.unwrap();
-    q.close().await;
+    finish(&url, q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_broker_refuses_is_an_error() {
+    let Some(url) = broker() else { return };
+    let _lock = broker_lock(false);
+    let q = RabbitQueue::connect(config(&url, &unique(), 5))
+        .await
+        .unwrap();
+    // A full queue that refuses new messages: the broker answers the publish with a nack.
+    let full = format!("spillway.results.{}.full", unique());
+    let conn = raw_connection(&url).await;
+    redeclare(
+        &conn,
+        &full,
+        true,
+        table(&[
+            ("x-queue-type", AMQPValue::LongString("classic".into())),
+            ("x-max-length", AMQPValue::LongLongInt(1)),
+            ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+        ]),
+    )
+    .await
+    .unwrap();
+    within(
+        10,
+        "publish to a queue with room",
+        q.publish_result(&full, &result("000000")),
+    )
+    .await
+    .unwrap();
+    let err = within(
+        10,
+        "refused publish",
+        q.publish_result(&full, &result("000001")),
+    )
+    .await
+    .expect_err("a nacked publish must fail");
+    assert!(
+        matches!(&err, QueueError::Broker { queue, reason } if queue == &full && reason.contains("nack")),
+        "{err}"
+    );
+    q.delete_results(&full).await.unwrap();
+    let _ = conn.close(200, "OK".into()).await;
+    finish(&url, q).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,6 +673,7 @@ async fn close_ends_consumers_and_refuses_publishes() {
         Err(QueueError::Closed)
     ));
     assert!(!q.is_connected());
+    finish(&url, q).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -593,17 +722,18 @@ fn service_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services/rabbitmq.sh")
 }
 
-async fn restart_broker() {
+/// Runs `scripts/services/rabbitmq.sh <action>` (restart really stops and starts the node).
+async fn service(action: &str) {
     let script = service_script();
     let out = tokio::process::Command::new("bash")
         .arg(&script)
-        .arg("restart")
+        .arg(action)
         .output()
         .await
         .unwrap_or_else(|e| panic!("run {} restart: {e}", script.display()));
     assert!(
         out.status.success(),
-        "{} restart failed: {}",
+        "{} {action} failed: {}",
         script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -621,7 +751,10 @@ async fn broker_restart_consumers_resume_and_confirmed_messages_survive() {
     q.publish_task(&task("000001", &run)).await.unwrap();
     q.publish_task(&task("000002", &run)).await.unwrap();
     let mut worker = q.consume_tasks(1).await.unwrap();
-    let held = within(10, "held task", worker.next()).await.unwrap().unwrap();
+    let held = within(10, "held task", worker.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(held.message.shard.id, "000001");
     // A coordinator waiting for results across the restart.
     let mut results = q.consume_results(&run).await.unwrap();
@@ -630,7 +763,7 @@ async fn broker_restart_consumers_resume_and_confirmed_messages_survive() {
         (d.map(|r| r.map(|d| d.message.shard_id.clone())), results)
     });
 
-    within(120, "broker restart", restart_broker()).await;
+    within(120, "broker restart", service("restart")).await;
 
     // The held delivery belongs to the dead connection: its ack fails, the broker keeps it.
     let ack = held.ack().await;
@@ -639,9 +772,13 @@ async fn broker_restart_consumers_resume_and_confirmed_messages_survive() {
         "ack on a dead channel: {ack:?}"
     );
     // Published after the restart (waits for the reconnect), received by the waiting consumer.
-    within(90, "publish after restart", q.publish_result(&run, &result("000099")))
-        .await
-        .unwrap();
+    within(
+        90,
+        "publish after restart",
+        q.publish_result(&run, &result("000099")),
+    )
+    .await
+    .unwrap();
     let (got, _results) = within(60, "waiting consumer resumes", waiting)
         .await
         .unwrap();
@@ -661,6 +798,49 @@ async fn broker_restart_consumers_resume_and_confirmed_messages_survive() {
     seen.sort();
     assert_eq!(seen, ["000001", "000002"]);
     assert_eq!(q.queue_depths().await.unwrap(), (0, 0));
+
+    // While the broker is down a publish waits only `publish_timeout`, then fails.
+    let impatient = RabbitQueue::connect(RabbitConfig {
+        publish_timeout: Duration::from_secs(2),
+        ..config(&url, &unique(), 5)
+    })
+    .await
+    .unwrap();
+    within(60, "broker stop", service("stop")).await;
+    let started = std::time::Instant::now();
+    let err = within(
+        20,
+        "publish during an outage",
+        impatient.publish_task(&task("000003", &run)),
+    )
+    .await
+    .expect_err("no broker: the publish must fail after publish_timeout");
+    assert!(matches!(err, QueueError::Broker { .. }), "{err}");
+    assert!(
+        err.to_string().contains("did not come back in time"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!impatient.is_connected());
+    within(120, "broker start", service("start")).await;
+    within(
+        60,
+        "publish after the outage",
+        q.publish_task(&task("000004", &run)),
+    )
+    .await
+    .unwrap();
+    let d = within(60, "task after the outage", worker.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.message.shard.id, "000004");
+    d.ack().await.unwrap();
     q.delete_results(&run).await.unwrap();
-    q.close().await;
+    finish(&url, impatient).await;
+    finish(&url, q).await;
 }
