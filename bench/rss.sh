@@ -4,6 +4,9 @@
 # Shards have the same size at every N (SHARD_DOCS, default 100000), so a larger job means more
 # shards, not larger ones: memory must stay flat as the job grows (guarantee 5). ROW_GROUP_BYTES
 # and PART_SIZE_BYTES override the job's output settings. Prints a Markdown table.
+# The S3 server is the local SeaweedFS (scripts/services/seaweedfs.sh), or the one named by
+# SPILLWAY_S3_ENDPOINT, SPILLWAY_S3_ACCESS_KEY and SPILLWAY_S3_SECRET_KEY when all three are
+# set. The bucket is deleted after every run (on SeaweedFS that also frees its volumes).
 #
 # Usage: bench/rss.sh [DOCS ...]
 set -euo pipefail
@@ -14,10 +17,14 @@ sizes=("$@")
 
 echo "==> building release binaries" >&2
 cargo build --release --locked -q -p spillway -p searchsim
-scripts/services/seaweedfs.sh start >&2
-eval "$(scripts/services/seaweedfs.sh env)"
+if [ -z "${SPILLWAY_S3_ENDPOINT:-}" ] || [ -z "${SPILLWAY_S3_ACCESS_KEY:-}" ] || [ -z "${SPILLWAY_S3_SECRET_KEY:-}" ]; then
+  scripts/services/seaweedfs.sh start >&2
+  eval "$(scripts/services/seaweedfs.sh env)"
+fi
+s3() { curl -s -o /dev/null -X "$1" "$SPILLWAY_S3_ENDPOINT/bench-rss" --aws-sigv4 "aws:amz:us-east-1:s3" \
+  --user "$SPILLWAY_S3_ACCESS_KEY:$SPILLWAY_S3_SECRET_KEY" || true; }
 work=$(mktemp -d)
-trap 'kill "${sim_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "${sim_pid:-}" 2>/dev/null || true; s3 DELETE; rm -rf "$work"' EXIT
 
 export SPILLWAY_SECRET_S3_ACCESSKEYID=$SPILLWAY_S3_ACCESS_KEY
 export SPILLWAY_SECRET_S3_SECRETACCESSKEY=$SPILLWAY_S3_SECRET_KEY
@@ -64,14 +71,14 @@ spec:
         secretRef: {name: s3}
 YAML
   # The bucket must exist; creating it twice is fine.
-  curl -s -o /dev/null -X PUT "$SPILLWAY_S3_ENDPOINT/bench-rss" --aws-sigv4 "aws:amz:us-east-1:s3" \
-    --user "$SPILLWAY_S3_ACCESS_KEY:$SPILLWAY_S3_SECRET_KEY" || true
+  s3 PUT
   echo "==> spillway run --workers 4 ($n documents)" >&2
   /usr/bin/time -f "%M %e %U %S" -o "$work/time" \
     target/release/spillway run "$work/job.yaml" --workers 4 --no-progress >"$work/run.out"
   read -r rss_kb wall user sys <"$work/time"
   cat "$work/run.out" >&2
   kill "$sim_pid"; wait "$sim_pid" 2>/dev/null || true
+  s3 DELETE
   rows+=("$(awk -v n="$n" -v r="$rss_kb" -v w="$wall" -v u="$user" -v s="$sys" 'BEGIN {
     printf "| %d | %.1f | %.0f | %.1f | %.1f | %.2f |", n, w, n / w, r / 1024, u + s, (u + s) / (n / 1e6) }')")
 done

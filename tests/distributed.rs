@@ -11,7 +11,6 @@ use searchsim::{Config, Faults};
 use spillway_api::ShardMarker;
 use spillway_e2e::procs::*;
 use spillway_e2e::*;
-use spillway_sink::storage::Storage;
 
 fn docs_from_env(default: u64) -> u64 {
     std::env::var("SPILLWAY_E2E_DIST_DOCS")
@@ -113,7 +112,11 @@ fn run_dir_of(stdout: &str) -> String {
 }
 
 /// Reads every Parquet part of an S3 run and checks the `_id` multiset equals the source.
-async fn assert_exact_s3(storage: &dyn Storage, run_dir: &str, spec: &DataSpec) {
+async fn assert_exact_s3(
+    storage: &spillway_sink::storage::s3::S3Storage,
+    run_dir: &str,
+    spec: &DataSpec,
+) {
     let (manifest, files) = read_run(storage, run_dir).await;
     assert_eq!(manifest.documents, spec.docs);
     assert_eq!(manifest.expected_documents, spec.docs);

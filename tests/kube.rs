@@ -39,8 +39,6 @@ struct Deployment {
 /// A restartable child process with its log file.
 struct Proc {
     name: String,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
     log: PathBuf,
     child: Child,
 }
@@ -50,8 +48,6 @@ impl Proc {
         let child = spawn(&args, &env, &log);
         Proc {
             name: name.to_string(),
-            args,
-            env,
             log,
             child,
         }
@@ -127,12 +123,25 @@ impl Deployment {
             let kubeconfig = d.kubeconfig(&id);
             let log = d.dir.path().join(format!("{id}.log"));
             let args = [
-                "--log", "info", "worker", "--broker", &d.broker, "--concurrency", "2",
-                "--kube-secrets", "--listen", "127.0.0.1:0",
+                "--log",
+                "info",
+                "worker",
+                "--broker",
+                &d.broker,
+                "--concurrency",
+                "2",
+                "--kube-secrets",
+                "--listen",
+                "127.0.0.1:0",
             ]
             .map(String::from)
             .to_vec();
-            d.workers.push(Proc::start(&id, args, vec![("KUBECONFIG".into(), kubeconfig)], log));
+            d.workers.push(Proc::start(
+                &id,
+                args,
+                vec![("KUBECONFIG".into(), kubeconfig)],
+                log,
+            ));
         }
         d
     }
@@ -150,9 +159,21 @@ impl Deployment {
     fn add_coordinator(&mut self, id: &str) {
         let kubeconfig = self.kubeconfig(id);
         let args = [
-            "--log", "info", "coordinator", "--broker", &self.broker, "--lease-namespace",
-            SYSTEM_NS, "--identity", id, "--lease-duration", "4s", "--status-interval", "1s",
-            "--listen", "127.0.0.1:0",
+            "--log",
+            "info",
+            "coordinator",
+            "--broker",
+            &self.broker,
+            "--lease-namespace",
+            SYSTEM_NS,
+            "--identity",
+            id,
+            "--lease-duration",
+            "4s",
+            "--status-interval",
+            "1s",
+            "--listen",
+            "127.0.0.1:0",
         ]
         .map(String::from)
         .to_vec();
@@ -232,7 +253,12 @@ impl Deployment {
         };
         let j = tokio::time::timeout(limit, await_condition(self.jobs(), name, cond))
             .await
-            .unwrap_or_else(|_| panic!("{name} did not reach {phase:?} in {limit:?}:\n{}", self.logs()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{name} did not reach {phase:?} in {limit:?}:\n{}",
+                    self.logs()
+                )
+            })
             .expect("watch works")
             .expect("the job exists");
         let got = j.status.as_ref().and_then(|s| s.phase);
@@ -335,10 +361,7 @@ fn ids_of(key: &str, body: bytes::Bytes) -> Vec<String> {
 
 async fn s3_ids(storage: &dyn Storage, run_dir: &str) -> Vec<String> {
     let (_, files) = read_run(storage, run_dir).await;
-    let mut ids: Vec<String> = files
-        .into_iter()
-        .flat_map(|(k, b)| ids_of(&k, b))
-        .collect();
+    let mut ids: Vec<String> = files.into_iter().flat_map(|(k, b)| ids_of(&k, b)).collect();
     ids.sort();
     ids
 }
@@ -370,15 +393,37 @@ async fn heavy_every_example_manifest_runs_to_success() {
 
     // One plain cluster (query-and-fields, suspended, volume-ndjson), one with TLS and basic
     // auth (s3-parquet-daily), one that verifies SigV4 signatures (sigv4-amazon-opensearch).
-    let (plain, _) = sim_with(Config::opensearch_3(), &DataSpec {
-        docs: 3_000, days: 31, seed: 1, index_prefix: "logs-".into(), large_every: 0, ..Default::default()
-    }).await;
-    load(&plain, &DataSpec {
-        docs: 2_000, days: 365, seed: 2, index_prefix: "metrics-".into(),
-        start: chrono::NaiveDate::from_ymd_opt(2023, 1, 1).unwrap(), large_every: 0, ..Default::default()
-    });
+    let (plain, _) = sim_with(
+        Config::opensearch_3(),
+        &DataSpec {
+            docs: 3_000,
+            days: 31,
+            seed: 1,
+            index_prefix: "logs-".into(),
+            large_every: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    load(
+        &plain,
+        &DataSpec {
+            docs: 2_000,
+            days: 365,
+            seed: 2,
+            index_prefix: "metrics-".into(),
+            start: chrono::NaiveDate::from_ymd_opt(2023, 1, 1).unwrap(),
+            large_every: 0,
+            ..Default::default()
+        },
+    );
     let orders = DataSpec {
-        docs: 1_500, days: 2, seed: 3, index_prefix: "orders-".into(), large_every: 0, ..Default::default()
+        docs: 1_500,
+        days: 2,
+        seed: 3,
+        index_prefix: "orders-".into(),
+        large_every: 0,
+        ..Default::default()
     };
     load(&plain, &orders);
     let c = reqwest::Client::new();
@@ -388,7 +433,11 @@ async fn heavy_every_example_manifest_runs_to_success() {
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_success(), "alias: {}", r.text().await.unwrap());
+    assert!(
+        r.status().is_success(),
+        "alias: {}",
+        r.text().await.unwrap()
+    );
 
     let tls_dir = tempfile::tempdir().unwrap();
     let auth = searchsim::Auth {
@@ -396,25 +445,57 @@ async fn heavy_every_example_manifest_runs_to_success() {
         ..Default::default()
     };
     let (secure, _) = sim_with(
-        Config::opensearch_3().with_tls(tls_dir.path()).with_auth(auth),
-        &DataSpec { docs: 4_000, days: 31, seed: 4, large_every: 0, ..Default::default() },
+        Config::opensearch_3()
+            .with_tls(tls_dir.path())
+            .with_auth(auth),
+        &DataSpec {
+            docs: 4_000,
+            days: 31,
+            seed: 4,
+            large_every: 0,
+            ..Default::default()
+        },
     )
     .await;
     let (signed, _) = sim_with(
         Config::opensearch_3().with_sigv4("AKIDAUDIT", "audit-secret-key-1"),
         &DataSpec {
-            docs: 2_500, days: 182, seed: 5, index_prefix: "audit-".into(),
-            start: chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(), large_every: 0, ..Default::default()
+            docs: 2_500,
+            days: 182,
+            seed: 5,
+            index_prefix: "audit-".into(),
+            start: chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            large_every: 0,
+            ..Default::default()
         },
     )
     .await;
 
-    d.secret("search-reader", &[("username", "reader"), ("password", "reader-password-1")]).await;
-    d.secret("search-ca", &[("ca.crt", secure.ca_pem().unwrap())]).await;
+    d.secret(
+        "search-reader",
+        &[("username", "reader"), ("password", "reader-password-1")],
+    )
+    .await;
+    d.secret("search-ca", &[("ca.crt", secure.ca_pem().unwrap())])
+        .await;
     for name in ["s3-writer", "minio-writer"] {
-        d.secret(name, &[("accessKeyId", &s3.access_key), ("secretAccessKey", &s3.secret_key)]).await;
+        d.secret(
+            name,
+            &[
+                ("accessKeyId", &s3.access_key),
+                ("secretAccessKey", &s3.secret_key),
+            ],
+        )
+        .await;
     }
-    d.secret("aws-reader", &[("accessKeyId", "AKIDAUDIT"), ("secretAccessKey", "audit-secret-key-1")]).await;
+    d.secret(
+        "aws-reader",
+        &[
+            ("accessKeyId", "AKIDAUDIT"),
+            ("secretAccessKey", "audit-secret-key-1"),
+        ],
+    )
+    .await;
 
     let point_s3 = |job: &mut Value, bucket: &str| {
         let s3v = &mut job["spec"]["output"]["destination"]["s3"];
@@ -432,8 +513,21 @@ async fn heavy_every_example_manifest_runs_to_success() {
     j["spec"]["source"]["url"] = json!(secure.url());
     point_s3(&mut j, "kube-daily");
     s3_bucket("kube-daily").await;
-    let ids = source_ids(&secure, "logs-*", range_query("@timestamp", "2024-03-01T00:00:00Z", "2024-04-01T00:00:00Z", None)).await;
-    expected.insert(j["metadata"]["name"].as_str().unwrap().into(), (ids, "s3:kube-daily".into()));
+    let ids = source_ids(
+        &secure,
+        "logs-*",
+        range_query(
+            "@timestamp",
+            "2024-03-01T00:00:00Z",
+            "2024-04-01T00:00:00Z",
+            None,
+        ),
+    )
+    .await;
+    expected.insert(
+        j["metadata"]["name"].as_str().unwrap().into(),
+        (ids, "s3:kube-daily".into()),
+    );
     let mut manifests = vec![j];
 
     // sigv4-amazon-opensearch: signed requests → S3 Parquet.
@@ -443,11 +537,21 @@ async fn heavy_every_example_manifest_runs_to_success() {
     s3_bucket("kube-audit").await;
     // Read the source through the plain path: the signed cluster checks every request.
     let mut ids: Vec<String> = searchsim::datagen::docs(&DataSpec {
-        docs: 2_500, days: 182, seed: 5, index_prefix: "audit-".into(),
-        start: chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(), large_every: 0, ..Default::default()
-    }).map(|d| d.id).collect();
+        docs: 2_500,
+        days: 182,
+        seed: 5,
+        index_prefix: "audit-".into(),
+        start: chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+        large_every: 0,
+        ..Default::default()
+    })
+    .map(|d| d.id)
+    .collect();
     ids.sort();
-    expected.insert(j["metadata"]["name"].as_str().unwrap().into(), (ids, "s3:kube-audit".into()));
+    expected.insert(
+        j["metadata"]["name"].as_str().unwrap().into(),
+        (ids, "s3:kube-audit".into()),
+    );
     manifests.push(j);
 
     // query-and-fields: a query and field selection → S3 Parquet.
@@ -456,9 +560,25 @@ async fn heavy_every_example_manifest_runs_to_success() {
     point_s3(&mut j, "kube-incident");
     s3_bucket("kube-incident").await;
     let user_query = j["spec"]["source"]["query"].clone();
-    let ids = source_ids(&plain, "logs-2024.03.*", range_query("@timestamp", "2024-03-01T00:00:00Z", "2024-04-01T00:00:00Z", Some(user_query))).await;
-    assert!(!ids.is_empty(), "the example's query matches some generated documents");
-    expected.insert(j["metadata"]["name"].as_str().unwrap().into(), (ids, "s3:kube-incident".into()));
+    let ids = source_ids(
+        &plain,
+        "logs-2024.03.*",
+        range_query(
+            "@timestamp",
+            "2024-03-01T00:00:00Z",
+            "2024-04-01T00:00:00Z",
+            Some(user_query),
+        ),
+    )
+    .await;
+    assert!(
+        !ids.is_empty(),
+        "the example's query matches some generated documents"
+    );
+    expected.insert(
+        j["metadata"]["name"].as_str().unwrap().into(),
+        (ids, "s3:kube-incident".into()),
+    );
     manifests.push(j);
 
     // volume-ndjson: an alias → NDJSON on a volume.
@@ -467,7 +587,10 @@ async fn heavy_every_example_manifest_runs_to_success() {
     let vol = out.join("orders");
     j["spec"]["output"]["destination"]["volume"]["path"] = json!(vol.display().to_string());
     let ids = source_ids(&plain, "orders", json!({"match_all": {}})).await;
-    expected.insert(j["metadata"]["name"].as_str().unwrap().into(), (ids, format!("dir:{}", vol.display())));
+    expected.insert(
+        j["metadata"]["name"].as_str().unwrap().into(),
+        (ids, format!("dir:{}", vol.display())),
+    );
     manifests.push(j);
 
     // suspended: waits suspended, then resumes → CSV on a volume.
@@ -475,34 +598,90 @@ async fn heavy_every_example_manifest_runs_to_success() {
     j["spec"]["source"]["url"] = json!(plain.url());
     let vol = out.join("backfill");
     j["spec"]["output"]["destination"]["volume"]["path"] = json!(vol.display().to_string());
-    let ids = source_ids(&plain, "metrics-*", range_query("@timestamp", "2023-01-01T00:00:00Z", "2024-01-01T00:00:00Z", None)).await;
-    expected.insert(j["metadata"]["name"].as_str().unwrap().into(), (ids, format!("dir:{}", vol.display())));
+    let ids = source_ids(
+        &plain,
+        "metrics-*",
+        range_query(
+            "@timestamp",
+            "2023-01-01T00:00:00Z",
+            "2024-01-01T00:00:00Z",
+            None,
+        ),
+    )
+    .await;
+    expected.insert(
+        j["metadata"]["name"].as_str().unwrap().into(),
+        (ids, format!("dir:{}", vol.display())),
+    );
     manifests.push(j);
 
     for mut m in manifests {
         m["metadata"]["namespace"] = json!(NS);
         let job: ExportJob = serde_json::from_value(m).unwrap();
-        d.jobs().create(&PostParams::default(), &job).await.unwrap_or_else(|e| panic!("{}: {e}", job.name_any()));
+        d.jobs()
+            .create(&PostParams::default(), &job)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", job.name_any()));
     }
     // The suspended one waits, then resumes when told to.
-    let suspended = d.wait_phase("backfill-suspended", Phase::Suspended, Duration::from_secs(60)).await;
-    assert!(dir_ids(&out.join("backfill")).is_empty(), "nothing exported while suspended");
-    assert_eq!(suspended.status.unwrap().conditions.iter().find(|c| c.type_ == "Suspended").unwrap().status, "True");
+    let suspended = d
+        .wait_phase(
+            "backfill-suspended",
+            Phase::Suspended,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(
+        dir_ids(&out.join("backfill")).is_empty(),
+        "nothing exported while suspended"
+    );
+    assert_eq!(
+        suspended
+            .status
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Suspended")
+            .unwrap()
+            .status,
+        "True"
+    );
     d.jobs()
-        .patch("backfill-suspended", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": false}})))
+        .patch(
+            "backfill-suspended",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
         .await
         .unwrap();
 
     for (name, (ids, dest)) in &expected {
-        let job = d.wait_phase(name, Phase::Succeeded, Duration::from_secs(300)).await;
+        let job = d
+            .wait_phase(name, Phase::Succeeded, Duration::from_secs(300))
+            .await;
         assert_counts(&job, ids.len());
         let got = if let Some(bucket) = dest.strip_prefix("s3:") {
-            let prefix = job.spec.output.destination.s3.as_ref().unwrap().prefix.clone().unwrap_or_default();
-            s3_ids(s3_bucket(bucket).await.as_ref(), &run_dir(&job, prefix.trim_end_matches('/'))).await
+            let prefix = job
+                .spec
+                .output
+                .destination
+                .s3
+                .as_ref()
+                .unwrap()
+                .prefix
+                .clone();
+            s3_ids(
+                s3_bucket(bucket).await.as_ref(),
+                &run_dir(&job, prefix.trim_end_matches('/')),
+            )
+            .await
         } else {
             dir_ids(Path::new(dest.strip_prefix("dir:").unwrap()))
         };
-        assert_eq!(&got, ids, "{name}: the output holds exactly the source's documents");
+        assert_eq!(
+            &got, ids,
+            "{name}: the output holds exactly the source's documents"
+        );
     }
     // Only the leader ever wrote statuses (and so drove the runs).
     let leader = d.leader().await.expect("a leader holds the lease");
@@ -510,9 +689,19 @@ async fn heavy_every_example_manifest_runs_to_success() {
     for p in &d.coordinators {
         let started = p.log_text().matches("starting the export").count();
         if p.name == leader {
-            assert!(started >= expected.len(), "{} started {started} runs", p.name);
+            assert!(
+                started >= expected.len(),
+                "{} started {started} runs",
+                p.name
+            );
         } else {
-            assert_eq!(started, 0, "{} is a follower and started runs:\n{}", p.name, d.logs());
+            assert_eq!(
+                started,
+                0,
+                "{} is a follower and started runs:\n{}",
+                p.name,
+                d.logs()
+            );
         }
     }
     for sim in [plain, secure, signed] {
@@ -540,42 +729,114 @@ fn sorted_source(spec: &DataSpec) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn heavy_delete_suspend_and_leader_failover() {
     let mut d = Deployment::start("kube-lifecycle", 2, 3).await;
-    let spec = DataSpec { docs: 20_000, days: 4, seed: 9, large_every: 0, ..Default::default() };
+    let spec = DataSpec {
+        docs: 20_000,
+        days: 4,
+        seed: 9,
+        large_every: 0,
+        ..Default::default()
+    };
     let (sim, _) = sim_with(Config::opensearch_3(), &spec).await;
     sim.cluster()
-        .set_faults(Faults { latency_ms: 25, paths: vec!["_search".into()], ..Default::default() })
+        .set_faults(Faults {
+            latency_ms: 25,
+            paths: vec!["_search".into()],
+            ..Default::default()
+        })
         .unwrap();
     let extra = "  sharding:\n    targetDocsPerShard: 1000\n    pageSize: 250\n  parallelism:\n    maxConcurrentShards: 4\n";
 
     // 1. Deleting a running job closes its PIT and leaves nothing half-written behind.
     let out = d.dir.path().join("doomed");
-    d.jobs().create(&PostParams::default(), &job_yaml("doomed", &sim.url(), &spec, extra, &out)).await.unwrap();
-    let running = d.wait_phase("doomed", Phase::Running, Duration::from_secs(60)).await;
-    assert_eq!(sim.cluster().open_pits(), 1);
-    d.jobs().delete("doomed", &DeleteParams::default()).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(60), await_condition(d.jobs(), "doomed", conditions::is_deleted(&running.uid().unwrap())))
+    d.jobs()
+        .create(
+            &PostParams::default(),
+            &job_yaml("doomed", &sim.url(), &spec, extra, &out),
+        )
         .await
-        .expect("deleted within a minute")
         .unwrap();
-    assert_eq!(sim.cluster().open_pits(), 0, "the PIT is closed on deletion:\n{}", d.logs());
+    let running = d
+        .wait_phase("doomed", Phase::Running, Duration::from_secs(60))
+        .await;
+    assert_eq!(sim.cluster().open_pits(), 1);
+    d.jobs()
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(
+            d.jobs(),
+            "doomed",
+            conditions::is_deleted(&running.uid().unwrap()),
+        ),
+    )
+    .await
+    .expect("deleted within a minute")
+    .unwrap();
+    assert_eq!(
+        sim.cluster().open_pits(),
+        0,
+        "the PIT is closed on deletion:\n{}",
+        d.logs()
+    );
 
     // 2. Suspend mid-run, then resume: exact output.
     let out = d.dir.path().join("paused");
-    d.jobs().create(&PostParams::default(), &job_yaml("paused", &sim.url(), &spec, extra, &out)).await.unwrap();
-    d.wait_phase("paused", Phase::Running, Duration::from_secs(60)).await;
-    d.jobs().patch("paused", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": true}}))).await.unwrap();
-    d.wait_phase("paused", Phase::Suspended, Duration::from_secs(60)).await;
-    d.jobs().patch("paused", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": false}}))).await.unwrap();
-    let done = d.wait_phase("paused", Phase::Succeeded, Duration::from_secs(300)).await;
+    d.jobs()
+        .create(
+            &PostParams::default(),
+            &job_yaml("paused", &sim.url(), &spec, extra, &out),
+        )
+        .await
+        .unwrap();
+    d.wait_phase("paused", Phase::Running, Duration::from_secs(60))
+        .await;
+    d.jobs()
+        .patch(
+            "paused",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    d.wait_phase("paused", Phase::Suspended, Duration::from_secs(60))
+        .await;
+    d.jobs()
+        .patch(
+            "paused",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    let done = d
+        .wait_phase("paused", Phase::Succeeded, Duration::from_secs(300))
+        .await;
     assert_counts(&done, spec.docs as usize);
-    assert_eq!(dir_ids(&out), sorted_source(&spec), "suspend/resume exports every document once");
+    assert_eq!(
+        dir_ids(&out),
+        sorted_source(&spec),
+        "suspend/resume exports every document once"
+    );
 
     // 3. Kill the leader mid-job: the follower takes over within the lease and finishes.
     let out = d.dir.path().join("failover");
-    d.jobs().create(&PostParams::default(), &job_yaml("failover", &sim.url(), &spec, extra, &out)).await.unwrap();
-    d.wait_phase("failover", Phase::Running, Duration::from_secs(60)).await;
+    d.jobs()
+        .create(
+            &PostParams::default(),
+            &job_yaml("failover", &sim.url(), &spec, extra, &out),
+        )
+        .await
+        .unwrap();
+    d.wait_phase("failover", Phase::Running, Duration::from_secs(60))
+        .await;
     let leader = d.leader().await.expect("a leader");
-    let idx = d.coordinators.iter().position(|p| p.name == leader).unwrap();
+    let idx = d
+        .coordinators
+        .iter()
+        .position(|p| p.name == leader)
+        .unwrap();
     d.coordinators[idx].kill9();
     let killed_at = Instant::now();
     let mut new_leader = None;
@@ -594,10 +855,20 @@ async fn heavy_delete_suspend_and_leader_failover() {
         "the follower took over within the 4 s lease (plus a retry period): {:?}",
         killed_at.elapsed()
     );
-    let done = d.wait_phase("failover", Phase::Succeeded, Duration::from_secs(300)).await;
+    let done = d
+        .wait_phase("failover", Phase::Succeeded, Duration::from_secs(300))
+        .await;
     assert_counts(&done, spec.docs as usize);
-    assert_eq!(dir_ids(&out), sorted_source(&spec), "the new leader resumed and finished exactly");
-    let survivor = d.coordinators.iter_mut().find(|p| p.name == new_leader).unwrap();
+    assert_eq!(
+        dir_ids(&out),
+        sorted_source(&spec),
+        "the new leader resumed and finished exactly"
+    );
+    let survivor = d
+        .coordinators
+        .iter_mut()
+        .find(|p| p.name == new_leader)
+        .unwrap();
     assert!(survivor.alive());
     sim.shutdown().await;
 }

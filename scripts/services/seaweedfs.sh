@@ -137,11 +137,13 @@ cmd_start() {
     cat >"${config}" <<JSON
 {"identities":[{"name":"spillway-test","credentials":[{"accessKey":"${ACCESS_KEY}","secretKey":"${SECRET_KEY}"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
+    # Every bucket gets volumes of its own and the tests create many buckets: raise the
+    # default cap (50 for weed mini) so writes never fail with "no writable volumes".
     log_msg "starting weed mini (S3 ${endpoint}), log ${log}"
     nohup "${weed}" mini -dir="${data}" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
       -s3.port="${s3_port}" -s3.config="${config}" \
       -master.port="${master_port}" -volume.port="${volume_port}" -filer.port="${filer_port}" \
-      -master.telemetry=false -admin.ui=false -webdav=false \
+      -master.telemetry=false -admin.ui=false -webdav=false -volume.max=500 \
       >"${log}" 2>&1 </dev/null &
     echo $! >"${pidfile}"
   fi

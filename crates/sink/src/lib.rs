@@ -4,7 +4,8 @@
 //! leaves beside its data: shard markers, the plan, the manifest and `_SUCCESS` ([`commit`]).
 //!
 //! Memory stays bounded: encoders hold at most one Parquet row group (or a compressor's
-//! window) and hand out finished bytes after every page; uploads hold at most one part.
+//! window) and hand out finished bytes after every page; an upload holds at most one filling
+//! part, and all uploads of one S3 storage share a budget of parts in flight.
 
 pub mod checksum;
 pub mod commit;

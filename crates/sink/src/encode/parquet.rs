@@ -1,6 +1,15 @@
 //! The Parquet encoder: Arrow record batches per page into an `ArrowWriter` whose sink is a
 //! `Vec` drained after every page; a row group closes once the writer buffers `rowGroupBytes`
 //! (its `memory_size`: encoded pages, dictionaries and buffered values), so memory is bounded.
+//!
+//! What a writer holds besides the row group is kept small on purpose, because a worker runs
+//! several encoders at once and every column of a row group has its own page buffer,
+//! dictionary and compressor: pages stop at [`PAGE_LIMIT`] (a zstd context is sized by the
+//! largest page it compressed: about 1.4 MiB per column for the writer's default 1 MiB
+//! pages), dictionaries at the same size (a column with more distinct values falls back to
+//! plain encoding, which zstd compresses about as well), `_id` never gets a dictionary
+//! (every value is distinct), and the sink is reserved to the row group's size before each
+//! flush so it never doubles past it.
 
 use std::sync::Arc;
 
@@ -13,6 +22,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use spillway_api::manifest::ManifestColumn;
 use spillway_api::{Compression, DocRef};
 
@@ -20,6 +30,19 @@ use super::raw::{self, RawKind};
 use super::schema::{ColumnKind, DocSchema};
 use super::{Encoder, extra_json, flatten};
 use crate::error::SinkError;
+
+/// Largest data page and dictionary page, in bytes before compression. The writer's
+/// default (1 MiB) costs a 1 MiB page buffer and a ~1.4 MiB zstd context per column, and
+/// several MiB of dictionary per high-cardinality column; 64 KiB pages keep every
+/// low-cardinality column dictionary-encoded and cut those costs several times over.
+pub const PAGE_LIMIT: usize = 64 << 10;
+
+/// Most rows per data page. A dictionary-encoded column buffers one 8-byte index per row of
+/// its open page; the writer's default (20 000 rows) makes that 256 KiB per column.
+pub const PAGE_ROWS: usize = 8 << 10;
+
+/// Room for the footer (schema, row group and page index metadata) when reserving the sink.
+const FOOTER_SLACK: usize = 64 << 10;
 
 /// The Arrow type of a column kind.
 pub fn arrow_type(kind: ColumnKind) -> DataType {
@@ -177,6 +200,10 @@ impl ParquetEncoder {
         };
         let props = WriterProperties::builder()
             .set_compression(codec)
+            .set_data_page_size_limit(PAGE_LIMIT)
+            .set_dictionary_page_size_limit(PAGE_LIMIT)
+            .set_data_page_row_count_limit(PAGE_ROWS)
+            .set_column_dictionary_enabled(ColumnPath::from("_id"), false)
             .set_created_by(format!("spillway {}", env!("CARGO_PKG_VERSION")))
             .build();
         let arrow = arrow_schema(&schema);
@@ -189,6 +216,15 @@ impl ParquetEncoder {
             row_group_bytes: usize::try_from(row_group_bytes.max(1)).unwrap_or(usize::MAX),
             rows: 0,
         })
+    }
+}
+
+impl ParquetEncoder {
+    /// Reserves the sink for the in-progress row group plus `extra` bytes, so writing it out
+    /// allocates once at about its size instead of doubling (up to 2x the row group).
+    fn reserve_sink(&mut self, extra: usize) {
+        let need = self.writer.in_progress_size() + extra;
+        self.writer.inner_mut().reserve_exact(need);
     }
 }
 
@@ -235,6 +271,7 @@ impl Encoder for ParquetEncoder {
         let batch = RecordBatch::try_new(self.arrow.clone(), arrays).map_err(pq_err)?;
         self.writer.write(&batch).map_err(pq_err)?;
         if self.writer.memory_size() >= self.row_group_bytes {
+            self.reserve_sink(0);
             self.writer.flush().map_err(pq_err)?;
         }
         self.rows += n as u64;
@@ -245,7 +282,8 @@ impl Encoder for ParquetEncoder {
         std::mem::take(self.writer.inner_mut())
     }
 
-    fn finish(self: Box<Self>) -> Result<Vec<u8>, SinkError> {
+    fn finish(mut self: Box<Self>) -> Result<Vec<u8>, SinkError> {
+        self.reserve_sink(FOOTER_SLACK);
         self.writer.into_inner().map_err(pq_err)
     }
 

@@ -3,14 +3,21 @@
 //! DeleteObject, ListObjectsV2, the multipart calls and ListMultipartUploads, CreateBucket.
 //!
 //! Uploads send fixed parts of `part_size` bytes (the last may be smaller); an upload that
-//! never filled one part becomes a single PutObject. Any failure aborts the multipart upload,
+//! never filled one part becomes a single PutObject. Written bytes are queued as they come
+//! (no copy) and a part is cut from them only when it is full: a chunk that covers a whole
+//! part is sent as a slice of itself, smaller chunks are copied once into a buffer of
+//! exactly the part size. Parts in flight are capped per upload (`max_parts_in_flight`) and
+//! across every upload of one storage (`max_parts_in_flight_total`), so several files
+//! written at once hold at most `uploads + max_parts_in_flight_total` parts. Any failure aborts the multipart upload,
 //! and so does dropping an upload without completing it (the abort is spawned on the
 //! runtime). Requests are retried with exponential backoff and full jitter on 5xx, 429,
 //! `SlowDown`/`RequestTimeout` and connection errors. Credentials never appear in errors or
 //! logs.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,6 +36,8 @@ use crate::error::SinkError;
 pub const MIN_PART_SIZE: usize = 5 << 20;
 /// Default part size when none is configured.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+/// Default cap on parts in flight across all uploads of one storage.
+pub const DEFAULT_MAX_PARTS_IN_FLIGHT_TOTAL: usize = 4;
 
 /// Where and how to reach a bucket.
 #[derive(Clone, Debug)]
@@ -43,9 +52,12 @@ pub struct S3Config {
     pub path_style: bool,
     /// Multipart part size in bytes (at least 5 MiB).
     pub part_size: usize,
-    /// Parts of one upload sent concurrently; memory per upload is about
-    /// `(max_parts_in_flight + 1) * part_size`.
+    /// Parts of one upload sent concurrently.
     pub max_parts_in_flight: usize,
+    /// Parts sent concurrently by all uploads of this storage together (a worker's shard
+    /// slots share one storage). Upload memory is at most one filling part per upload plus
+    /// this many parts in flight: `(uploads + max_parts_in_flight_total) * part_size`.
+    pub max_parts_in_flight_total: usize,
     /// `max-keys` of ListObjectsV2 / `max-uploads` of ListMultipartUploads pages.
     pub list_page_size: Option<u32>,
     /// Attempts per request (first try included).
@@ -65,6 +77,7 @@ impl S3Config {
             path_style: true,
             part_size: DEFAULT_PART_SIZE,
             max_parts_in_flight: 2,
+            max_parts_in_flight_total: DEFAULT_MAX_PARTS_IN_FLIGHT_TOTAL,
             list_page_size: None,
             max_attempts: 6,
             base_backoff: Duration::from_millis(100),
@@ -91,6 +104,10 @@ struct Inner {
     http: reqwest::Client,
     scheme: String,
     authority: String,
+    /// One permit per part that may be in flight across all uploads.
+    part_budget: Arc<tokio::sync::Semaphore>,
+    /// Parts currently waiting for a permit of `part_budget`.
+    parts_waiting: AtomicUsize,
 }
 
 /// S3 or S3-compatible storage rooted at a bucket.
@@ -215,6 +232,9 @@ impl S3Storage {
             .read_timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| SinkError::Destination(format!("cannot build the HTTP client: {e}")))?;
+        let part_budget = Arc::new(tokio::sync::Semaphore::new(
+            cfg.max_parts_in_flight_total.max(1),
+        ));
         Ok(S3Storage {
             inner: Arc::new(Inner {
                 cfg,
@@ -222,12 +242,24 @@ impl S3Storage {
                 http,
                 scheme,
                 authority,
+                part_budget,
+                parts_waiting: AtomicUsize::new(0),
             }),
         })
     }
 
     pub fn config(&self) -> &S3Config {
         &self.inner.cfg
+    }
+
+    /// Parts being sent right now by all uploads of this storage.
+    pub fn parts_in_flight(&self) -> usize {
+        self.inner.cfg.max_parts_in_flight_total.max(1) - self.inner.part_budget.available_permits()
+    }
+
+    /// Full parts held back because `max_parts_in_flight_total` parts are in flight.
+    pub fn parts_waiting(&self) -> usize {
+        self.inner.parts_waiting.load(Ordering::Relaxed)
     }
 
     /// Creates the bucket; an existing bucket owned by the caller is fine.
@@ -759,7 +791,7 @@ impl Storage for S3Storage {
         Ok(Box::new(S3Upload {
             inner: self.inner.clone(),
             key: key.to_string(),
-            buf: BytesMut::new(),
+            pending: PendingBytes::default(),
             upload_id: None,
             next_part: 0,
             in_flight: tokio::task::JoinSet::new(),
@@ -787,10 +819,61 @@ impl Storage for S3Storage {
     }
 }
 
+/// Bytes written to an upload and not sent yet, as the chunks they were written in.
+#[derive(Default)]
+struct PendingBytes {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl PendingBytes {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.chunks.push_back(b);
+        }
+    }
+
+    /// Removes the first `n` bytes (at most `self.len`) as one contiguous buffer: a slice
+    /// of the first chunk when it covers them, else one copy into a buffer of exactly `n`
+    /// bytes, releasing each chunk as soon as it is copied.
+    fn take(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.len);
+        self.len -= n;
+        match self.chunks.front_mut() {
+            None => return Bytes::new(),
+            Some(front) if front.len() > n => return front.split_to(n),
+            Some(front) if front.len() == n => {
+                return self.chunks.pop_front().unwrap_or_default();
+            }
+            Some(_) => {}
+        }
+        let mut out = BytesMut::with_capacity(n);
+        while out.len() < n {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let want = n - out.len();
+            if front.len() <= want {
+                out.extend_from_slice(front);
+                self.chunks.pop_front();
+            } else {
+                out.extend_from_slice(&front.split_to(want));
+            }
+        }
+        out.freeze()
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+}
+
 struct S3Upload {
     inner: Arc<Inner>,
     key: String,
-    buf: BytesMut,
+    pending: PendingBytes,
     upload_id: Option<String>,
     /// Parts sent so far (also those still in flight).
     next_part: u32,
@@ -802,7 +885,8 @@ struct S3Upload {
 }
 
 impl S3Upload {
-    /// Sends a part in the background, first waiting for a slot when too many are in flight.
+    /// Sends a part in the background, first waiting for a slot when too many parts of this
+    /// upload, or of all uploads of the storage, are in flight.
     async fn send_part(&mut self, part: Bytes) -> Result<(), SinkError> {
         if self.upload_id.is_none() {
             self.upload_id = Some(self.inner.create_multipart(&self.key).await?);
@@ -810,20 +894,41 @@ impl S3Upload {
         while self.in_flight.len() >= self.inner.cfg.max_parts_in_flight.max(1) {
             self.join_one().await?;
         }
+        // Finished parts of this upload give their permits back; collect them first.
+        while let Some(done) = self.in_flight.try_join_next() {
+            self.record(Some(done))?;
+        }
+        let permit = match self.inner.part_budget.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.inner.parts_waiting.fetch_add(1, Ordering::Relaxed);
+                let p = self.inner.part_budget.clone().acquire_owned().await;
+                self.inner.parts_waiting.fetch_sub(1, Ordering::Relaxed);
+                p.map_err(|_| SinkError::S3Response {
+                    op: "UploadPart",
+                    reason: "the storage's part budget was closed".into(),
+                })?
+            }
+        };
         let id = self.upload_id.clone().unwrap_or_default();
         self.next_part += 1;
         let n = self.next_part;
         let inner = self.inner.clone();
         let key = self.key.clone();
         self.in_flight.spawn(async move {
-            let etag = inner.upload_part(&key, &id, n, part).await?;
-            Ok((n, etag))
+            let etag = inner.upload_part(&key, &id, n, part).await;
+            drop(permit);
+            Ok((n, etag?))
         });
         Ok(())
     }
 
-    async fn join_one(&mut self) -> Result<(), SinkError> {
-        match self.in_flight.join_next().await {
+    #[allow(clippy::type_complexity)]
+    fn record(
+        &mut self,
+        joined: Option<Result<Result<(u32, String), SinkError>, tokio::task::JoinError>>,
+    ) -> Result<(), SinkError> {
+        match joined {
             Some(Ok(Ok(done))) => {
                 self.done_parts.push(done);
                 Ok(())
@@ -837,6 +942,11 @@ impl S3Upload {
         }
     }
 
+    async fn join_one(&mut self) -> Result<(), SinkError> {
+        let joined = self.in_flight.join_next().await;
+        self.record(joined)
+    }
+
     async fn join_all(&mut self) -> Result<(), SinkError> {
         while !self.in_flight.is_empty() {
             self.join_one().await?;
@@ -847,7 +957,7 @@ impl S3Upload {
     /// Aborts the multipart upload (if one was started) after a failure.
     async fn fail(&mut self, e: SinkError) -> SinkError {
         self.closed = true;
-        self.buf = BytesMut::new();
+        self.pending.clear();
         self.in_flight.abort_all();
         while self.in_flight.join_next().await.is_some() {}
         if let Some(id) = self.upload_id.take()
@@ -868,10 +978,10 @@ impl Upload for S3Upload {
             });
         }
         self.size += bytes.len() as u64;
-        self.buf.extend_from_slice(&bytes);
+        self.pending.push(bytes);
         let part_size = self.inner.cfg.part_size;
-        while self.buf.len() >= part_size {
-            let part = self.buf.split_to(part_size).freeze();
+        while self.pending.len >= part_size {
+            let part = self.pending.take(part_size);
             if let Err(e) = self.send_part(part).await {
                 return Err(self.fail(e).await);
             }
@@ -885,7 +995,7 @@ impl Upload for S3Upload {
                 key: self.key.clone(),
             });
         }
-        let rest = std::mem::take(&mut self.buf).freeze();
+        let rest = self.pending.take(usize::MAX);
         let res = match self.upload_id.clone() {
             None => self
                 .inner
@@ -923,7 +1033,7 @@ impl Upload for S3Upload {
 
     async fn abort(mut self: Box<Self>) -> Result<(), SinkError> {
         self.closed = true;
-        self.buf = BytesMut::new();
+        self.pending.clear();
         self.in_flight.abort_all();
         while self.in_flight.join_next().await.is_some() {}
         match self.upload_id.take() {
@@ -994,6 +1104,153 @@ mod tests {
         assert!(S3Storage::new(cfg, Credentials::new("a", "b", None)).is_err());
         let cfg = S3Config::new("ftp://x", "b");
         assert!(S3Storage::new(cfg, Credentials::new("a", "b", None)).is_err());
+    }
+
+    #[test]
+    fn pending_bytes_cut_parts_without_copying_whole_chunks() {
+        let big = Bytes::from((0..=255u8).cycle().take(10_000).collect::<Vec<u8>>());
+        let mut p = PendingBytes::default();
+        p.push(big.clone());
+        p.push(Bytes::new());
+        let first = p.take(4_000);
+        assert_eq!(
+            first.as_ptr(),
+            big.as_ptr(),
+            "a covered part is a slice, not a copy"
+        );
+        assert_eq!(&first[..], &big[..4_000]);
+        p.push(Bytes::from_static(b"abc"));
+        p.push(Bytes::from_static(b"defgh"));
+        assert_eq!(p.len, 6_008);
+        // Spans three chunks: one buffer of exactly the part size.
+        let second = p.take(6_004);
+        assert_eq!(second.len(), 6_004);
+        assert_eq!(&second[..6_000], &big[4_000..]);
+        assert_eq!(&second[6_000..], b"abcd");
+        assert_eq!(&p.take(usize::MAX)[..], b"efgh");
+        assert_eq!(p.len, 0);
+        assert!(p.take(10).is_empty());
+    }
+
+    /// An S3 endpoint that holds every UploadPart until the test releases it, recording how
+    /// many were held at once.
+    struct HeldParts {
+        active: AtomicUsize,
+        max_active: AtomicUsize,
+        arrived: AtomicUsize,
+        finished: AtomicUsize,
+        gate: tokio::sync::Semaphore,
+    }
+
+    async fn held_parts_server() -> (Arc<HeldParts>, String) {
+        use axum::extract::{RawQuery, State};
+        let state = Arc::new(HeldParts {
+            active: AtomicUsize::new(0),
+            max_active: AtomicUsize::new(0),
+            arrived: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let handler = |State(st): State<Arc<HeldParts>>,
+                       method: Method,
+                       RawQuery(q): RawQuery,
+                       _body: axum::body::Bytes| async move {
+            let q = q.unwrap_or_default();
+            if method == Method::PUT && q.contains("partNumber=") {
+                let now = st.active.fetch_add(1, Ordering::SeqCst) + 1;
+                st.max_active.fetch_max(now, Ordering::SeqCst);
+                st.arrived.fetch_add(1, Ordering::SeqCst);
+                st.gate.acquire().await.unwrap().forget();
+                st.active.fetch_sub(1, Ordering::SeqCst);
+                st.finished.fetch_add(1, Ordering::SeqCst);
+                return (http::StatusCode::OK, [("etag", "\"p\"")], String::new());
+            }
+            let body = if method == Method::POST && q.starts_with("uploads") {
+                "<InitiateMultipartUploadResult><UploadId>u1</UploadId></InitiateMultipartUploadResult>"
+            } else if method == Method::POST {
+                "<CompleteMultipartUploadResult></CompleteMultipartUploadResult>"
+            } else {
+                ""
+            };
+            (http::StatusCode::OK, [("etag", "\"o\"")], body.to_string())
+        };
+        let app = axum::Router::new()
+            .fallback(handler)
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (state, format!("http://{addr}"))
+    }
+
+    async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !cond() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parts_in_flight_stay_within_the_storage_budget() {
+        const BUDGET: usize = 2;
+        const UPLOADS: usize = 4;
+        const PARTS: usize = 3;
+        let (srv, url) = held_parts_server().await;
+        let mut cfg = S3Config::new(url, "b");
+        cfg.part_size = MIN_PART_SIZE;
+        // Only the storage-wide budget limits this test.
+        cfg.max_parts_in_flight = PARTS * UPLOADS;
+        cfg.max_parts_in_flight_total = BUDGET;
+        let storage = S3Storage::new(cfg, Credentials::new("AKID", "SECRET", None)).unwrap();
+        let mut uploads = tokio::task::JoinSet::new();
+        for u in 0..UPLOADS {
+            let st = storage.clone();
+            uploads.spawn(async move {
+                let mut up = st.begin_upload(&format!("k/{u}")).await?;
+                let chunk = Bytes::from(vec![u as u8; 1 << 20]);
+                for _ in 0..PARTS * (MIN_PART_SIZE >> 20) {
+                    up.write(chunk.clone()).await?;
+                }
+                up.complete().await
+            });
+        }
+        let total = UPLOADS * PARTS;
+        let mut saw_waiting = false;
+        for released in 0..total {
+            // Hold until the budget is full with parts waiting behind it, or every part
+            // that is left has reached the server.
+            wait_until("the part budget is full or every part arrived", || {
+                let full =
+                    srv.active.load(Ordering::SeqCst) >= BUDGET && storage.parts_waiting() >= 1;
+                saw_waiting |= full;
+                full || srv.arrived.load(Ordering::SeqCst) == total
+            })
+            .await;
+            assert!(storage.parts_in_flight() <= BUDGET);
+            srv.gate.add_permits(1);
+            wait_until("a released part finished", || {
+                srv.finished.load(Ordering::SeqCst) > released
+            })
+            .await;
+        }
+        while let Some(done) = uploads.join_next().await {
+            let info = done.unwrap().unwrap();
+            assert_eq!(info.size, (PARTS * MIN_PART_SIZE) as u64);
+        }
+        assert_eq!(srv.arrived.load(Ordering::SeqCst), total);
+        assert_eq!(
+            srv.max_active.load(Ordering::SeqCst),
+            BUDGET,
+            "parts in flight at once across {UPLOADS} uploads"
+        );
+        assert!(saw_waiting, "no part ever waited for the budget");
+        assert_eq!(storage.parts_in_flight(), 0);
+        assert_eq!(storage.parts_waiting(), 0);
     }
 
     #[test]
