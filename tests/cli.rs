@@ -25,39 +25,22 @@ fn job_text(name: &str, url: &str, indices: &str, range: &str, out: &Path, extra
 const MARCH: &str = "    gte: 2024-03-01T00:00:00Z\n    lt: 2024-03-04T00:00:00Z\n";
 
 fn files_named(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_named(&p, name));
-            } else if p.file_name().and_then(|n| n.to_str()) == Some(name) {
-                out.push(p);
-            }
-        }
-    }
-    out
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.file_name().and_then(|n| n.to_str()) == Some(name))
+        .collect()
 }
 
 fn markers(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .parent()
+    files_under(dir)
+        .iter()
+        .filter(|p| {
+            p.parent()
                 .and_then(|p| p.file_name())
                 .and_then(|n| n.to_str())
                 == Some("shards")
-            {
-                n += 1;
-            }
-        }
-    }
-    n
+        })
+        .count()
 }
 
 fn spec() -> DataSpec {

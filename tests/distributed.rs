@@ -153,42 +153,28 @@ async fn assert_exact_s3(
 
 /// Markers of a volume run, by shard id.
 fn volume_markers(out: &Path) -> BTreeMap<String, ShardMarker> {
-    let mut found = BTreeMap::new();
-    let mut stack = vec![out.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .parent()
+    files_under(out)
+        .into_iter()
+        .filter(|p| {
+            p.parent()
                 .and_then(|p| p.file_name())
                 .and_then(|n| n.to_str())
                 == Some("shards")
-                && let Ok(m) = serde_json::from_slice::<ShardMarker>(&std::fs::read(&p).unwrap())
-            {
-                found.insert(m.shard_id.clone(), m);
-            }
-        }
-    }
-    found
+        })
+        .filter_map(|p| serde_json::from_slice::<ShardMarker>(&std::fs::read(&p).ok()?).ok())
+        .map(|m| (m.shard_id.clone(), m))
+        .collect()
 }
 
 /// Every NDJSON record of a volume run: `_id` → count.
 fn volume_ids(out: &Path) -> HashMap<String, u32> {
     let mut ids = HashMap::new();
-    let mut stack = vec![out.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().and_then(|x| x.to_str()) == Some("ndjson") {
-                let body = std::fs::read(&p).unwrap();
-                for row in ndjson_rows(p.to_str().unwrap(), &body) {
-                    *ids.entry(row["_id"].as_str().unwrap().to_string())
-                        .or_insert(0) += 1;
-                }
+    for p in files_under(out) {
+        if p.extension().and_then(|x| x.to_str()) == Some("ndjson") {
+            let body = std::fs::read(&p).unwrap();
+            for row in ndjson_rows(p.to_str().unwrap(), &body) {
+                *ids.entry(row["_id"].as_str().unwrap().to_string())
+                    .or_insert(0) += 1;
             }
         }
     }
@@ -422,19 +408,10 @@ async fn poison_shard_is_dead_lettered_and_named_and_the_rest_is_committed() {
 }
 
 fn walk_names(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.file_name().unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out
+    files_under(dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,6 +578,7 @@ async fn pit_expiry_run(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pit_expiry_fails_the_job_when_the_policy_is_fail() {
     let (done, sim, _, out, _root) = pit_expiry_run("Fail").await;
+    eprintln!("coordinator:\n{}", tail(&done.stderr, 40));
     assert!(!done.success, "the job must fail when its snapshot is lost");
     let line =
         error_line(&done.stderr).unwrap_or_else(|| panic!("no error line:\n{}", done.stderr));

@@ -320,20 +320,10 @@ fn range_query(field: &str, gte: &str, lt: &str, user: Option<Value>) -> Value {
 /// Ids of a run's files, for any format, read from a directory.
 fn dir_ids(dir: &Path) -> Vec<String> {
     let mut ids = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let key = p.display().to_string();
-            if !key.contains("/data/") {
-                continue;
-            }
-            let body = std::fs::read(&p).unwrap();
-            ids.extend(ids_of(&key, body.into()));
+    for p in files_under(dir) {
+        let key = p.display().to_string();
+        if key.contains("/data/") {
+            ids.extend(ids_of(&key, std::fs::read(&p).unwrap().into()));
         }
     }
     ids.sort();

@@ -60,6 +60,24 @@ pub fn bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Every file below `dir` (recursively); empty when `dir` does not exist.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Starts searchsim and loads generated data into it.
 pub async fn sim_with(config: Config, spec: &DataSpec) -> (RunningSim, LoadSummary) {
     init();
