@@ -1397,19 +1397,17 @@ fn expected_grants(
     let mut coordinator = BTreeSet::new();
     let mut worker = BTreeSet::new();
     for ns in namespaces {
-        for verb in ["get", "list", "watch", "patch", "update", "delete"] {
+        for verb in ["list", "watch", "patch", "delete"] {
             coordinator.insert(g("spillway.dev", "exportjobs", verb, "", ns));
         }
-        for verb in ["get", "patch", "update"] {
-            coordinator.insert(g("spillway.dev", "exportjobs/status", verb, "", ns));
-        }
+        coordinator.insert(g("spillway.dev", "exportjobs/status", "patch", "", ns));
         coordinator.insert(g("spillway.dev", "exportjobs/finalizers", "update", "", ns));
         coordinator.insert(g("events.k8s.io", "events", "create", "", ns));
         coordinator.insert(g("events.k8s.io", "events", "patch", "", ns));
         coordinator.insert(g("", "secrets", "get", "", ns));
         worker.insert(g("", "secrets", "get", "", ns));
     }
-    for verb in ["get", "update", "patch"] {
+    for verb in ["get", "update"] {
         coordinator.insert(g("coordination.k8s.io", "leases", verb, lease, lease_ns));
     }
     coordinator.insert(g("coordination.k8s.io", "leases", "create", "", lease_ns));

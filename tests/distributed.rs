@@ -246,7 +246,8 @@ async fn heavy_chaos_killed_workers_broker_restart_and_429s() {
     sim.cluster()
         .set_faults(Faults {
             reject_rate: 0.1,
-            latency_ms: 2,
+            // Slow enough that the job outlives several kills and the broker restart.
+            latency_ms: 80,
             seed: 11,
             paths: vec!["_search".into()],
             ..Default::default()
@@ -263,7 +264,7 @@ async fn heavy_chaos_killed_workers_broker_restart_and_429s() {
             "dist-chaos",
             &sim.url(),
             &spec,
-            "  sharding:\n    targetDocsPerShard: 8000\n    pageSize: 500\n  retry:\n    maxAttempts: 20\n",
+            "  sharding:\n    targetDocsPerShard: 8000\n    pageSize: 200\n  retry:\n    maxAttempts: 20\n",
             &s3_output("dist-chaos"),
         ),
     );
@@ -292,7 +293,7 @@ async fn heavy_chaos_killed_workers_broker_restart_and_429s() {
         let i = (seed >> 33) as usize % ws.len();
         ws[i].restart();
         kills += 1;
-        if !restarted_broker && started.elapsed() > Duration::from_secs(8) {
+        if !restarted_broker && started.elapsed() > Duration::from_secs(6) {
             restart_broker();
             restarted_broker = true;
         }

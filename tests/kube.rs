@@ -17,6 +17,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, ResourceExt};
 use searchsim::datagen::DataSpec;
 use searchsim::{Config, Faults, RunningSim};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use spillway_api::{ExportJob, Phase};
 use spillway_e2e::procs::*;
@@ -270,6 +271,113 @@ impl Deployment {
             self.logs()
         );
         j
+    }
+}
+
+/// One RBAC rule of the deployment's manifests.
+struct Rule {
+    groups: Vec<String>,
+    resources: Vec<String>,
+    names: Vec<String>,
+    verbs: Vec<String>,
+}
+
+/// The rules granted to `component` (`coordinator` or `worker`) by `manifests/base`, which a
+/// chart test keeps equal to the Helm chart's default rendering.
+fn granted(component: &str) -> Vec<Rule> {
+    let path = repo_root().join(format!("manifests/base/{component}-rbac.yaml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let mut rules = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v = Value::deserialize(doc).unwrap();
+        if !matches!(v["kind"].as_str(), Some("Role" | "ClusterRole")) {
+            continue;
+        }
+        for r in v["rules"].as_array().unwrap() {
+            rules.push(Rule {
+                groups: strings(&r["apiGroups"]),
+                resources: strings(&r["resources"]),
+                names: strings(&r["resourceNames"]),
+                verbs: strings(&r["verbs"]),
+            });
+        }
+    }
+    rules
+}
+
+/// Grants the test does not exercise, each with the reason it is granted anyway.
+const GRANTED_NOT_OBSERVED: &[(&str, &str, &str, &str)] = &[
+    (
+        "spillway.dev",
+        "exportjobs",
+        "delete",
+        "ttlSecondsAfterFinished; exercised by the controller's reconcile tests",
+    ),
+    (
+        "spillway.dev",
+        "exportjobs/finalizers",
+        "update",
+        "required to set finalizers where the OwnerReferencesPermissionEnforcement admission plugin runs",
+    ),
+    (
+        "events.k8s.io",
+        "events",
+        "patch",
+        "a repeated event is patched into a series",
+    ),
+];
+
+/// Every API call a component made is allowed by its RBAC rules, and every rule is used
+/// (or listed in `GRANTED_NOT_OBSERVED`).
+fn assert_rbac_is_exact(kube: &kubesim::Server, component: &str) {
+    let rules = granted(component);
+    let mut observed = std::collections::BTreeSet::new();
+    for r in kube.requests() {
+        if !r.user.starts_with(&format!("{component}-")) {
+            continue;
+        }
+        let Some(resource) = r.resource.clone() else {
+            continue; // discovery and other non-resource paths
+        };
+        let full = match &r.subresource {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource,
+        };
+        let group = r.group.clone().unwrap_or_default();
+        let allowed = rules.iter().any(|rule| {
+            rule.groups.contains(&group)
+                && rule.resources.contains(&full)
+                && rule.verbs.contains(&r.verb)
+                && (rule.names.is_empty()
+                    || r.name.as_ref().is_some_and(|n| rule.names.contains(n)))
+        });
+        assert!(
+            allowed,
+            "{component} called {} {group}/{full} {:?} ({} {}) but its RBAC does not allow it",
+            r.verb, r.name, r.method, r.path
+        );
+        observed.insert((group, full, r.verb.clone()));
+    }
+    for rule in &rules {
+        for g in &rule.groups {
+            for res in &rule.resources {
+                for verb in &rule.verbs {
+                    let key = (g.clone(), res.clone(), verb.clone());
+                    let excused = GRANTED_NOT_OBSERVED.iter().any(|(eg, er, ev, _)| {
+                        (*eg, *er, *ev) == (g.as_str(), res.as_str(), verb.as_str())
+                    });
+                    assert!(
+                        observed.contains(&key) || excused,
+                        "{component} is granted {verb} on {g}/{res} but never used it (observed: {observed:?})"
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -694,6 +802,9 @@ async fn heavy_every_example_manifest_runs_to_success() {
             );
         }
     }
+    // The RBAC rules the chart grants are exactly the calls the roles made.
+    assert_rbac_is_exact(&d.kube, "coordinator");
+    assert_rbac_is_exact(&d.kube, "worker");
     for sim in [plain, secure, signed] {
         sim.shutdown().await;
     }
