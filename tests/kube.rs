@@ -391,19 +391,25 @@ fn example(name: &str) -> Value {
     serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-/// Ids (sorted) of every document the cluster returns for `body` (a search request).
+/// Ids (sorted) of every document the cluster returns for `query`; over TLS (with the
+/// simulator's CA and basic auth) when the simulator serves HTTPS.
 async fn source_ids(sim: &RunningSim, index: &str, query: Value) -> Vec<String> {
-    let c = reqwest::Client::new();
-    let v: Value = c
+    let mut builder = reqwest::Client::builder();
+    if let Some(ca) = sim.ca_pem() {
+        builder =
+            builder.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
+    }
+    let c = builder.build().unwrap();
+    let mut req = c
         .post(format!("{}/{index}/_search?size=10000", sim.url()))
-        .json(&json!({"query": query, "_source": false, "track_total_hits": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hits = v["hits"]["hits"].as_array().unwrap();
+        .json(&json!({"query": query, "_source": false, "track_total_hits": true}));
+    if sim.ca_pem().is_some() {
+        req = req.basic_auth("reader", Some("reader-password-1"));
+    }
+    let v: Value = req.send().await.unwrap().json().await.unwrap();
+    let hits = v["hits"]["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("search failed: {v}"));
     assert_eq!(
         hits.len() as u64,
         v["hits"]["total"]["value"].as_u64().unwrap(),
@@ -445,14 +451,26 @@ fn ids_of(key: &str, body: bytes::Bytes) -> Vec<String> {
             .map(|r| r["_id"].as_str().unwrap().to_string())
             .collect()
     } else if key.contains(".csv") {
+        // Without includeMetadata the generated `event.id` (equal to `_id`) identifies a row.
         csv_rows(key, &body)
             .into_iter()
-            .map(|r| r["_id"].clone())
+            .map(|r| {
+                r.get("_id")
+                    .or_else(|| r.get("event.id"))
+                    .expect("an id column")
+                    .clone()
+            })
             .collect()
     } else {
         ndjson_rows(key, &body)
             .into_iter()
-            .map(|r| r["_id"].as_str().unwrap().to_string())
+            .map(|r| {
+                r.get("_id")
+                    .or_else(|| r.get("event").and_then(|e| e.get("id")))
+                    .and_then(|v| v.as_str())
+                    .expect("an id")
+                    .to_string()
+            })
             .collect()
     }
 }
@@ -838,14 +856,15 @@ async fn heavy_delete_suspend_and_leader_failover() {
         ..Default::default()
     };
     let (sim, _) = sim_with(Config::opensearch_3(), &spec).await;
+    // Slow enough (about 10 s a job) to be deleted, suspended or failed over mid-way.
     sim.cluster()
         .set_faults(Faults {
-            latency_ms: 25,
+            latency_ms: 100,
             paths: vec!["_search".into()],
             ..Default::default()
         })
         .unwrap();
-    let extra = "  sharding:\n    targetDocsPerShard: 1000\n    pageSize: 250\n  parallelism:\n    maxConcurrentShards: 4\n";
+    let extra = "  sharding:\n    targetDocsPerShard: 1000\n    pageSize: 50\n  parallelism:\n    maxConcurrentShards: 4\n";
 
     // 1. Deleting a running job closes its PIT and leaves nothing half-written behind.
     let out = d.dir.path().join("doomed");

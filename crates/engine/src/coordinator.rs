@@ -162,7 +162,10 @@ pub async fn run_job(
         storage,
         client,
         snapshot,
-        generation: 0,
+        // Unique to this run attempt: answers to tasks of an earlier attempt of the same run
+        // (before a suspend, or by a coordinator that died) never pass for this one's.
+        generation: (Utc::now().timestamp_millis() as u64 % 1_000_000_000) as u32,
+        renewals: 0,
         reply_to: spillway_api::results_queue(&jref_for_queue, &run_id_for_queue),
         queue,
         progress,
@@ -206,6 +209,7 @@ struct Run<'a> {
     client: Client,
     snapshot: Snapshot,
     generation: u32,
+    renewals: u32,
     queue: Arc<dyn ShardQueue>,
     /// This run's results queue.
     reply_to: String,
@@ -321,7 +325,8 @@ impl Run<'_> {
             .client
             .open_snapshot(&spec.source.indices, &spec.source.keep_alive)
             .await?;
-        self.generation += 1;
+        self.generation = self.generation.wrapping_add(1);
+        self.renewals += 1;
         tracing::warn!(job = %self.jref, generation = self.generation, "snapshot lost ({why}); opened a new one and re-running unfinished shards");
         Ok(())
     }
@@ -549,7 +554,7 @@ impl Run<'_> {
             shards: plan.shards.len() as u64,
             resumed_shards: resumed,
             already_complete: false,
-            snapshot_renewals: self.generation,
+            snapshot_renewals: self.renewals,
         })
     }
 }
