@@ -900,6 +900,23 @@ async fn heavy_delete_suspend_and_leader_failover() {
         "the PIT is closed on deletion:\n{}",
         d.logs()
     );
+    // No orphaned upload: temporary files of shards cut short are removed (a shard still being
+    // written when the job went away finishes or aborts within moments; an orphan never goes).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let temps: Vec<_> = files_under(&out)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".tmp-"))
+            .collect();
+        if temps.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orphaned uploads after deletion: {temps:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // 2. Suspend mid-run, then resume: exact output.
     let out = d.dir.path().join("paused");
