@@ -43,26 +43,9 @@ pub async fn run_local(job: &ExportJob, opts: LocalOptions) -> Result<JobReport,
         opts.workers.max(1),
         workers_cancel.clone(),
     ));
-    let forwarder = tokio::spawn(forward_dead_letters(
-        queue.clone(),
-        Default::default(),
-        workers_cancel.clone(),
-    ));
-    let report = run_job(
-        job,
-        queue,
-        opts.secrets.clone(),
-        opts.progress.clone(),
-        opts.cancel.clone(),
-        CoordinatorOptions {
-            run_id: opts.run_id.clone(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let report = coordinate(job, queue, &opts, false).await;
     workers_cancel.cancel();
     memq.close();
-    let _ = forwarder.await;
     match worker.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "worker pool ended with an error"),
@@ -72,11 +55,21 @@ pub async fn run_local(job: &ExportJob, opts: LocalOptions) -> Result<JobReport,
 }
 
 /// Runs `job`'s coordinator against `queue`, whose workers run elsewhere (`spillway worker`
-/// processes on a broker). Dead letters are forwarded to their runs while the job runs.
+/// processes on a broker).
 pub async fn run_with_queue(
     job: &ExportJob,
     queue: Arc<dyn ShardQueue>,
     opts: LocalOptions,
+) -> Result<JobReport, EngineError> {
+    coordinate(job, queue, &opts, true).await
+}
+
+/// The coordinator of one job, with dead letters forwarded to their runs while it runs.
+async fn coordinate(
+    job: &ExportJob,
+    queue: Arc<dyn ShardQueue>,
+    opts: &LocalOptions,
+    count_docs_on_completion: bool,
 ) -> Result<JobReport, EngineError> {
     let forwarder_cancel = opts.cancel.child_token();
     let forwarder = tokio::spawn(forward_dead_letters(
@@ -92,7 +85,7 @@ pub async fn run_with_queue(
         opts.cancel.clone(),
         CoordinatorOptions {
             run_id: opts.run_id.clone(),
-            count_docs_on_completion: true,
+            count_docs_on_completion,
         },
     )
     .await;
