@@ -17,7 +17,8 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::faults::{FaultState, Faults};
-use crate::mapping::{DvRef, Mapping, decode_dvs, encode_dvs};
+use crate::mapping::{Dv, DvRef, Mapping, decode_dvs, encode_dvs};
+use crate::query::dv_cmp;
 use crate::routing::{default_routing_shards, shard_for};
 use crate::search::SortedCache;
 use crate::{Config, Flavor};
@@ -71,6 +72,49 @@ pub struct Shard {
     pub deleted: u64,
     /// Sum of live source bytes.
     pub bytes: u64,
+    /// Smallest and largest numeric doc value per slot over every version ever written (never
+    /// narrowed by deletes, so it over-approximates). A query whose required range cannot
+    /// overlap them skips the shard without visiting its documents, as a real cluster does
+    /// with its points index and the can-match phase.
+    pub bounds: HashMap<u32, SlotBounds>,
+}
+
+/// Value bounds of one doc-value slot in a shard.
+#[derive(Debug, Clone)]
+pub enum SlotBounds {
+    /// Every value seen is a number in `[min, max]`.
+    Numeric(Dv, Dv),
+    /// Some value is a string or NaN: no pruning on this slot.
+    Any,
+}
+
+impl Shard {
+    /// Widens the slot bounds with the values of a packed doc-value buffer.
+    fn widen_bounds(&mut self, dv: &[u8]) {
+        for (slot, v) in decode_dvs(dv) {
+            let numeric = match v {
+                DvRef::S(_) => false,
+                DvRef::F(f) => !f.is_nan(),
+                DvRef::I(_) | DvRef::U(_) => true,
+            };
+            let entry = self.bounds.entry(slot);
+            if !numeric {
+                entry.insert_entry(SlotBounds::Any);
+                continue;
+            }
+            match entry.or_insert_with(|| SlotBounds::Numeric(v.to_owned(), v.to_owned())) {
+                SlotBounds::Any => {}
+                SlotBounds::Numeric(lo, hi) => {
+                    if dv_cmp(v, lo.as_ref()).is_lt() {
+                        *lo = v.to_owned();
+                    }
+                    if dv_cmp(v, hi.as_ref()).is_gt() {
+                        *hi = v.to_owned();
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// An index.
@@ -694,6 +738,7 @@ impl State {
         shard.next_seq += 1;
         shard.bytes += source.len() as u64;
         let pos = shard.docs.len() as u32;
+        shard.widen_bounds(&dv);
         shard.docs.push(DocVersion {
             id: id.clone().into_boxed_str(),
             source,

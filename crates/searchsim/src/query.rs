@@ -4,11 +4,11 @@
 //! field has them, on the lazily parsed `_source` otherwise.
 
 use std::cell::OnceCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use crate::cluster::{DocVersion, wildcard_match};
+use crate::cluster::{DocVersion, SlotBounds, wildcard_match};
 use crate::error::{ApiError, ApiResult};
 use crate::mapping::{Dv, DvRef, FieldInfo, FieldType, Mapping, to_dv};
 use crate::timeval::{DateFormat, parse_date_math};
@@ -840,6 +840,38 @@ impl<'a> EvalDoc<'a> {
 }
 
 impl Pred {
+    /// Whether some document of a shard with these slot bounds could match: `false` only when
+    /// a required range or `exists` test cannot be met by any value the shard holds. Used to
+    /// skip whole shards, so it must never say `false` for a shard with a matching document.
+    pub fn may_match(&self, bounds: &HashMap<u32, SlotBounds>) -> bool {
+        match self {
+            Pred::None => false,
+            Pred::Dv { slot, test } => match (test, bounds.get(slot)) {
+                // no version in the shard ever had a value in this slot
+                (DvTest::Exists | DvTest::Range { .. }, None) => false,
+                (DvTest::Range { lo, hi }, Some(SlotBounds::Numeric(min, max))) => {
+                    let above_lo = lo.as_ref().is_none_or(|(b, inc)| {
+                        let c = dv_cmp(max.as_ref(), b.as_ref());
+                        c.is_gt() || (*inc && c.is_eq())
+                    });
+                    let below_hi = hi.as_ref().is_none_or(|(b, inc)| {
+                        let c = dv_cmp(min.as_ref(), b.as_ref());
+                        c.is_lt() || (*inc && c.is_eq())
+                    });
+                    above_lo && below_hi
+                }
+                _ => true,
+            },
+            Pred::Bool {
+                must, should, msm, ..
+            } => {
+                must.iter().all(|p| p.may_match(bounds))
+                    && should.iter().filter(|p| p.may_match(bounds)).count() >= *msm
+            }
+            Pred::All | Pred::Src { .. } | Pred::Ids(_) => true,
+        }
+    }
+
     /// Evaluates on a document.
     pub fn matches(&self, d: &EvalDoc<'_>) -> bool {
         match self {
@@ -941,6 +973,90 @@ mod tests {
             .unwrap()
             .compile(m, 1_700_000_000_000)
             .matches(&EvalDoc::new(d))
+    }
+
+    /// Shard pruning must never skip a shard holding a match, and must skip shards whose
+    /// values lie outside a required range.
+    #[test]
+    fn shard_bounds_prune_only_shards_without_matches() {
+        let mut m = Mapping::from_json(&json!({"properties": {"ts": {"type": "date"},
+            "n": {"type": "long"}, "x": {"type": "double"}, "level": {"type": "keyword"}}}))
+        .unwrap();
+        let srcs = [
+            json!({"ts": "2024-03-01T10:00:00Z", "n": 5, "x": 1.5, "level": "INFO"}),
+            json!({"ts": "2024-03-02T10:00:00Z", "n": -3, "x": 2.5, "level": "WARN"}),
+            json!({"ts": "2024-03-03T10:00:00Z", "n": [7, 9], "level": "ERROR"}),
+        ];
+        for s in &srcs {
+            m.apply_dynamic(s);
+        }
+        let mut shard = crate::cluster::Shard::default();
+        let docs: Vec<DocVersion> = srcs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| doc(&m, &format!("d{i}"), s.clone()))
+            .collect();
+        let mut bounds = HashMap::new();
+        for d in &docs {
+            for (slot, v) in crate::mapping::decode_dvs(&d.dv) {
+                let numeric = !matches!(v, DvRef::S(_));
+                let e = bounds.entry(slot).or_insert_with(|| {
+                    if numeric {
+                        SlotBounds::Numeric(v.to_owned(), v.to_owned())
+                    } else {
+                        SlotBounds::Any
+                    }
+                });
+                if let (true, SlotBounds::Numeric(lo, hi)) = (numeric, &mut *e) {
+                    if dv_cmp(v, lo.as_ref()).is_lt() {
+                        *lo = v.to_owned();
+                    }
+                    if dv_cmp(v, hi.as_ref()).is_gt() {
+                        *hi = v.to_owned();
+                    }
+                } else if !numeric {
+                    *e = SlotBounds::Any;
+                }
+            }
+        }
+        shard.bounds = bounds;
+        let queries = [
+            json!({"range": {"n": {"gte": 9}}}),
+            json!({"range": {"n": {"gt": 9}}}),
+            json!({"range": {"n": {"lte": -3}}}),
+            json!({"range": {"n": {"lt": -3}}}),
+            json!({"range": {"n": {"gte": 6, "lt": 7}}}),
+            json!({"range": {"x": {"gt": 2.5}}}),
+            json!({"range": {"x": {"gte": 2.5}}}),
+            json!({"range": {"ts": {"gte": "2024-03-03", "lt": "2024-03-04"}}}),
+            json!({"range": {"ts": {"gte": "2024-03-04"}}}),
+            json!({"range": {"ts": {"lt": "2024-03-01"}}}),
+            json!({"range": {"level": {"gte": "ERROR", "lte": "ERROR"}}}),
+            json!({"range": {"level": {"gte": "ZZZ"}}}),
+            json!({"exists": {"field": "zz"}}),
+            json!({"range": {"zz": {"gte": 1}}}),
+            json!({"bool": {"filter": [{"range": {"n": {"gte": 100}}}], "should": [{"match_all": {}}]}}),
+            json!({"bool": {"should": [{"range": {"n": {"gte": 100}}}, {"range": {"x": {"lt": 0}}}]}}),
+            json!({"bool": {"should": [{"range": {"n": {"gte": 100}}}, {"term": {"level": "INFO"}}]}}),
+            json!({"bool": {"must_not": [{"range": {"n": {"gte": 100}}}]}}),
+        ];
+        let mut pruned = 0;
+        for q in queries {
+            let pred = Query::parse(&q).unwrap().compile(&m, 1_700_000_000_000);
+            let any = docs.iter().any(|d| pred.matches(&EvalDoc::new(d)));
+            let may = pred.may_match(&shard.bounds);
+            assert!(
+                may || !any,
+                "{q} matches a document but the shard was pruned"
+            );
+            if !may {
+                pruned += 1;
+            }
+        }
+        assert_eq!(
+            pruned, 9,
+            "every query whose range misses the bounds is pruned"
+        );
     }
 
     #[test]

@@ -1191,7 +1191,7 @@ impl Cluster {
                     Some(s) => s.for_shard(sno as u32, num_shards),
                     None => ShardSlice::All,
                 };
-                if slice == ShardSlice::None {
+                if slice == ShardSlice::None || !pred.may_match(&shard.bounds) {
                     continue;
                 }
                 let w = t.watermarks.get(sno).copied().unwrap_or(0);
@@ -2285,6 +2285,9 @@ impl Cluster {
             let pred = query.compile(&idx.mapping, now);
             for s in &idx.shards {
                 shards += 1;
+                if !pred.may_match(&s.bounds) {
+                    continue;
+                }
                 count += s
                     .docs
                     .iter()
