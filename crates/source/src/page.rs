@@ -27,9 +27,29 @@ struct HitSpans {
     source: Text,
 }
 
+impl HitSpans {
+    /// The document, its spans resolved in `body` (the page's body as text).
+    fn doc<'a>(&'a self, body: &'a str) -> DocRef<'a> {
+        let text = |t: &'a Text| -> &'a str {
+            match t {
+                // the ranges were taken from `&str`s borrowed from this very body, so they lie
+                // on character boundaries
+                Text::Span(r) => body.get(r.clone()).unwrap_or(""),
+                Text::Owned(s) => s,
+            }
+        };
+        DocRef {
+            index: text(&self.index),
+            id: text(&self.id),
+            source: text(&self.source),
+        }
+    }
+}
+
 /// A page of hits that owns its response body.
 #[derive(Clone)]
 pub struct Page {
+    /// The body as received; checked to be UTF-8 when parsed.
     body: Bytes,
     hits: Vec<HitSpans>,
     last_sort: Option<Box<RawValue>>,
@@ -160,16 +180,35 @@ struct RawHit<'a> {
     sort: Option<&'a RawValue>,
 }
 
+/// A parse error as a page error: data errors are about the shape, others about syntax.
+fn classify(e: serde_json::Error) -> PageError {
+    if e.is_data() {
+        PageError::Shape(e.to_string())
+    } else {
+        PageError::Syntax(e)
+    }
+}
+
 impl Page {
     /// Parses a search or scroll response body.
+    ///
+    /// The body is checked to be UTF-8 once, as a whole, with a SIMD validator, and then
+    /// parsed as text, so the parser does not check each string and `_source` again.
     pub fn parse(body: Bytes) -> Result<Page, PageError> {
-        let raw: RawResponse<'_> = serde_json::from_slice(&body).map_err(|e| {
-            if e.is_data() {
-                PageError::Shape(e.to_string())
-            } else {
-                PageError::Syntax(e)
+        let Ok(text) = simdutf8::basic::from_utf8(&body) else {
+            // a body cut inside a multi-byte character is a cut-off body: let the parser say
+            // where the JSON breaks, as it does for any other truncation
+            if let Err(je) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                return Err(classify(je));
             }
-        })?;
+            let at = simdutf8::compat::from_utf8(&body)
+                .err()
+                .map_or(0, |e| e.valid_up_to());
+            return Err(PageError::Shape(format!(
+                "the response is not valid UTF-8 (byte {at})"
+            )));
+        };
+        let raw: RawResponse<'_> = serde_json::from_str(text).map_err(classify)?;
         if let Some(shards) = &raw._shards
             && shards.failed > 0
         {
@@ -259,30 +298,22 @@ impl Page {
         })
     }
 
-    fn text<'a>(&'a self, t: &'a Text) -> &'a str {
-        match t {
-            // The ranges were taken from `&str`s borrowed from this very body.
-            Text::Span(r) => std::str::from_utf8(&self.body[r.clone()]).unwrap_or(""),
-            Text::Owned(s) => s,
-        }
+    /// The body as text. It was validated by [`Page::parse`]; validating again (SIMD, a
+    /// small fraction of the parse) is what keeps this free of `unsafe`.
+    fn body_text(&self) -> &str {
+        simdutf8::basic::from_utf8(&self.body).unwrap_or("")
     }
 
     /// The documents of this page, in the order the cluster returned them.
     pub fn docs(&self) -> impl ExactSizeIterator<Item = DocRef<'_>> + '_ {
-        self.hits.iter().map(move |h| DocRef {
-            index: self.text(&h.index),
-            id: self.text(&h.id),
-            source: self.text(&h.source),
-        })
+        let body = self.body_text();
+        self.hits.iter().map(move |h| h.doc(body))
     }
 
     /// The `i`-th document.
     pub fn doc(&self, i: usize) -> Option<DocRef<'_>> {
-        self.hits.get(i).map(|h| DocRef {
-            index: self.text(&h.index),
-            id: self.text(&h.id),
-            source: self.text(&h.source),
-        })
+        let body = self.body_text();
+        self.hits.get(i).map(|h| h.doc(body))
     }
 
     pub fn len(&self) -> usize {
@@ -400,6 +431,20 @@ mod tests {
         let e =
             Page::parse(Bytes::from_static(b"{\"hits\":{\"hits\":[{\"_id\":1}]}}")).unwrap_err();
         assert!(matches!(e, PageError::Shape(_)), "{e}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_and_a_cut_character_is_a_cut_body() {
+        let mut bad = br#"{"hits":{"hits":[{"_index":"i","_id":"1","_source":{"a":"x"#.to_vec();
+        bad.push(0xff);
+        bad.extend_from_slice(br#""}}]}}"#);
+        let e = Page::parse(Bytes::from(bad)).unwrap_err();
+        assert!(matches!(e, PageError::Shape(_)), "{e}");
+        assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+        let full = r#"{"hits":{"hits":[{"_index":"i","_id":"1","_source":{"a":"é"}}]}}"#;
+        let cut = full.find('é').unwrap() + 1;
+        let e = Page::parse(Bytes::copy_from_slice(&full.as_bytes()[..cut])).unwrap_err();
+        assert!(matches!(e, PageError::Syntax(_)), "{e}");
     }
 
     #[test]

@@ -204,7 +204,7 @@ fn ndjson_line(
     include_metadata: bool,
 ) -> Result<(), SinkError> {
     let src = doc.source.trim();
-    let src = if src.contains(['\n', '\r']) {
+    let src = if memchr::memchr2(b'\n', b'\r', src.as_bytes()).is_some() {
         raw::compact(src)
     } else {
         src.into()
@@ -267,10 +267,10 @@ impl Encoder for TextEncoder {
                     self.line.extend_from_slice(b"\r\n");
                 }
             }
-            self.emit()?;
             self.rows += 1;
         }
-        Ok(())
+        // one write per page: the compressor is called once, not once per line
+        self.emit()
     }
 
     fn take_output(&mut self) -> Vec<u8> {
