@@ -8,6 +8,8 @@
 # SPILLWAY_S3_ENDPOINT, SPILLWAY_S3_ACCESS_KEY and SPILLWAY_S3_SECRET_KEY when all three are
 # set. The bucket is deleted after every run (on SeaweedFS that also frees its volumes).
 #
+# Documents are about 1 KiB (AVG_MESSAGE_BYTES, default 600, is the generated message size).
+#
 # Usage: bench/rss.sh [DOCS ...]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,7 +34,8 @@ rows=()
 for n in "${sizes[@]}"; do
   echo "==> searchsim with $n documents" >&2
   fifo="$work/sim.out"
-  target/release/searchsim --port 0 --generate "$n" --days 30 --shards 3 --seed 1 >"$fifo" 2>"$work/sim.err" &
+  target/release/searchsim --port 0 --generate "$n" --days 30 --shards 3 --seed 1 \
+    --avg-message-bytes "${AVG_MESSAGE_BYTES:-600}" >"$fifo" 2>"$work/sim.err" &
   sim_pid=$!
   for _ in $(seq 1 1200); do
     url=$(sed -n 's/^searchsim listening on //p' "$fifo" | head -n1)

@@ -5,7 +5,8 @@
 # request, to zstd NDJSON on a local directory. Prints a Markdown table: wall time, docs/s,
 # speed-up over one worker, and the CPU seconds of the workers and of searchsim.
 #
-# Usage: bench/scaling.sh [DOCS]   (default 500000; PAGE_SIZE default 250, WORKERS "1 2 4 8")
+# Usage: bench/scaling.sh [DOCS]   (default 500000; PAGE_SIZE default 250, WORKERS "1 2 4 8",
+# AVG_MESSAGE_BYTES default 600: documents of about 1 KiB)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -27,6 +28,7 @@ trap cleanup EXIT
 
 echo "==> searchsim with $docs documents, ${latency} ms per search request" >&2
 target/release/searchsim --port 0 --generate "$docs" --days 30 --shards 3 --seed 7 \
+  --avg-message-bytes "${AVG_MESSAGE_BYTES:-600}" \
   --latency-ms "$latency" >"$work/sim.out" 2>"$work/sim.err" &
 sim_pid=$!
 url=""
