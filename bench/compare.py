@@ -446,6 +446,7 @@ def chart(rows: list[Row], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     ok = [r for r in rows if r.m is not None]
     if not ok:
@@ -464,6 +465,8 @@ def chart(rows: list[Row], path: Path, title: str) -> None:
         ax.set_title(name, fontsize=10)
         if logscale:
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         for yi, v in zip(y, values):
             ax.text(v, yi, f" {v:,.0f}" if v >= 100 else f" {v:.1f}", va="center", fontsize=8)
         ax.grid(axis="x", alpha=0.3)

@@ -308,7 +308,9 @@ pub struct OutputSpec {
     /// NDJSON/CSV: add `_id` and `_index` to every record; Parquet always has them.
     #[serde(default)]
     pub include_metadata: bool,
-    /// Parquet: close a row group after about this many bytes of encoded data.
+    /// Parquet: close a row group after about this many bytes of encoded data. Each shard
+    /// slot buffers one row group, so this bounds a worker's memory; 4 MiB of zstd-encoded
+    /// data is about 20 MB of source documents.
     #[serde(default = "default_row_group_bytes")]
     pub row_group_bytes: u64,
     /// Upload part size for S3 multipart uploads (at least 5 MiB).
@@ -318,10 +320,10 @@ pub struct OutputSpec {
 }
 
 fn default_row_group_bytes() -> u64 {
-    16 << 20
+    4 << 20
 }
 fn default_part_size() -> u64 {
-    8 << 20
+    5 << 20
 }
 
 #[derive(

@@ -112,8 +112,8 @@ fn output(format: Format, compression: Compression) -> OutputSpec {
         },
         partition_by: PartitionBy::None,
         include_metadata: false,
-        row_group_bytes: 16 << 20,
-        part_size_bytes: 8 << 20,
+        row_group_bytes: 4 << 20,
+        part_size_bytes: 5 << 20,
     }
 }
 

@@ -114,7 +114,7 @@ impl HashingUpload {
     }
 }
 
-/// Opens the storage of a destination with the default S3 part size (8 MiB). For S3,
+/// Opens the storage of a destination with the default S3 part size (5 MiB). For S3,
 /// `creds` (from the destination's secret) or, when `None`, the `AWS_*` environment
 /// variables are used.
 pub async fn open(

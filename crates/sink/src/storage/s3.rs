@@ -35,7 +35,7 @@ use crate::error::SinkError;
 /// The S3 minimum part size (except the last part).
 pub const MIN_PART_SIZE: usize = 5 << 20;
 /// Default part size when none is configured.
-pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+pub const DEFAULT_PART_SIZE: usize = 5 << 20;
 /// Default cap on parts in flight across all uploads of one storage.
 pub const DEFAULT_MAX_PARTS_IN_FLIGHT_TOTAL: usize = 4;
 
