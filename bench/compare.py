@@ -20,7 +20,8 @@ exactly once (bench/verify_output.py). It writes a Markdown table and a PNG char
 
 Normally started by bench/run.sh, which builds the binaries, installs the peers and starts the
 services first. Usage: compare.py --docs N [--avg-message-bytes B] [--latency-ms L]
-[--only NAME,...] [--markdown FILE] [--png FILE].
+[--only NAME,...] [--markdown FILE] [--png FILE] [--json FILE]. The binaries come from
+target/release, or from SPILLWAY_BENCH_BIN_DIR (the test suite points it at its debug build).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-RELEASE = ROOT / "target" / "release"
+RELEASE = Path(os.environ.get("SPILLWAY_BENCH_BIN_DIR") or ROOT / "target" / "release")
 VENV_PY = ROOT / ".work" / "bench-venv" / "bin" / "python"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

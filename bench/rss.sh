@@ -3,7 +3,7 @@
 # zstd Parquet on S3 (SeaweedFS on 127.0.0.1), for each N given (default: 1M and 5M).
 # Shards have the same size at every N (SHARD_DOCS, default 100000), so a larger job means more
 # shards, not larger ones: memory must stay flat as the job grows (guarantee 5). ROW_GROUP_BYTES
-# and PART_SIZE_BYTES override the job's output settings. Prints a Markdown table.
+# and PART_SIZE_BYTES override the job's output settings (default: the job's defaults). Prints a Markdown table.
 # The S3 server is the local SeaweedFS (scripts/services/seaweedfs.sh), or the one named by
 # SPILLWAY_S3_ENDPOINT, SPILLWAY_S3_ACCESS_KEY and SPILLWAY_S3_SECRET_KEY when all three are
 # set. The bucket is deleted after every run (on SeaweedFS that also frees its volumes).
@@ -30,6 +30,11 @@ trap 'kill "${sim_pid:-}" 2>/dev/null || true; s3 DELETE; rm -rf "$work"' EXIT
 
 export SPILLWAY_SECRET_S3_ACCESSKEYID=$SPILLWAY_S3_ACCESS_KEY
 export SPILLWAY_SECRET_S3_SECRETACCESSKEY=$SPILLWAY_S3_SECRET_KEY
+# The job's defaults unless ROW_GROUP_BYTES / PART_SIZE_BYTES are given.
+row_group_line=""
+part_size_line=""
+[ -z "${ROW_GROUP_BYTES:-}" ] || row_group_line="    rowGroupBytes: $ROW_GROUP_BYTES"$'\n'
+[ -z "${PART_SIZE_BYTES:-}" ] || part_size_line="    partSizeBytes: $PART_SIZE_BYTES"$'\n'
 rows=()
 for n in "${sizes[@]}"; do
   echo "==> searchsim with $n documents" >&2
@@ -63,9 +68,7 @@ spec:
     format: parquet
     compression: zstd
     partitionBy: none
-    rowGroupBytes: ${ROW_GROUP_BYTES:-16777216}
-    partSizeBytes: ${PART_SIZE_BYTES:-8388608}
-    destination:
+${row_group_line}${part_size_line}    destination:
       s3:
         bucket: bench-rss
         prefix: run-$(date +%s)

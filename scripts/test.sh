@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs spillway's whole test suite on a fresh machine: installs what the tests need (Python
-# clients and chart tools, elasticdump, SeaweedFS, RabbitMQ), starts the services on
+# clients and chart tools, elasticdump, the benchmark's tools, SeaweedFS, RabbitMQ), starts the services on
 # 127.0.0.1, checks formatting and
 # lints, then runs every test with cargo-nextest. The last line is nextest's summary.
 set -euo pipefail
@@ -23,6 +23,7 @@ fi
 log "installing test dependencies"
 scripts/deps/python.sh
 scripts/deps/node.sh
+scripts/deps/bench.sh
 
 log "starting SeaweedFS (S3) and RabbitMQ on 127.0.0.1"
 scripts/services/seaweedfs.sh start
