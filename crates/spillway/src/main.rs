@@ -3,8 +3,8 @@
 /// mimalloc (v2) returns freed pages to the OS and keeps per-thread heaps small: with several
 /// shard slots encoding and uploading at once, glibc malloc's arenas left the peak RSS of
 /// `spillway run --workers 4` 7-12 MiB higher (155 vs 148 MiB at 1M documents, 172 vs 161 MiB
-/// at 5M). Freeing pages within a millisecond (`MIMALLOC_PURGE_DELAY=1`, see [`purge_soon`])
-/// lowers it by another ~30 MiB and keeps it flat as jobs grow.
+/// at 5M). Freeing pages at once (`MIMALLOC_PURGE_DELAY=0`, see [`purge_at_once`]) lowers it
+/// by another ~30 MiB and keeps it flat as jobs grow.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -21,13 +21,14 @@ mod worker;
 /// mimalloc reads its options from the environment when the process starts, and its delayed
 /// purge (10 ms by default) never runs on a thread that went idle, so freed pages of finished
 /// shards stayed resident. The process therefore re-executes itself once with
-/// `MIMALLOC_PURGE_DELAY=1` (an explicit value in the environment is kept). One millisecond,
-/// not zero: a response body or an encoded page freed and allocated again within the same
-/// page cycle then reuses its pages, where purging at once made the kernel fault in and zero
-/// fresh pages for every page of every shard. With 1 KiB documents and 4 shard slots, 0 ms
-/// cost 25% more CPU per document (mostly in the kernel) for 10-15 MiB less peak RSS
-/// (bench/rss.sh: 127 vs 140 MiB at 1M documents, 144 MiB at 5M with 1 ms).
-fn purge_soon() {
+/// `MIMALLOC_PURGE_DELAY=0` (an explicit value in the environment is kept).
+///
+/// The price is CPU: a response body or an encoded page freed and allocated again in the next
+/// page cycle gets fresh pages that the kernel faults in and zeroes. With 1 KiB documents and
+/// 4 shard slots, `MIMALLOC_PURGE_DELAY=1` takes 25% less CPU per document (plain NDJSON:
+/// 2.6 vs 3.4 CPU-s per 1M) but peaks 15-25 MiB higher (bench/rss.sh: 147-156 vs 127 MiB),
+/// past the 150 MiB budget; set it where CPU costs more than memory.
+fn purge_at_once() {
     use std::os::unix::process::CommandExt;
     const VAR: &str = "MIMALLOC_PURGE_DELAY";
     if std::env::var_os(VAR).is_some() {
@@ -42,12 +43,12 @@ fn purge_soon() {
     let _ = std::process::Command::new(&exe)
         .arg0(arg0)
         .args(args)
-        .env(VAR, "1")
+        .env(VAR, "0")
         .exec();
 }
 
 fn main() -> ExitCode {
-    purge_soon();
+    purge_at_once();
     let args = cli::Cli::parse();
     // Held to the end: dropping it exports the spans still buffered.
     let _tracing = cli::init_tracing(&args);
