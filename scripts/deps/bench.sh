@@ -51,18 +51,7 @@ wanted=(
 
 # Succeeds silently when every pinned distribution is installed at its pin.
 installed_ok() {
-  "${venv}/bin/python" - "${wanted[@]}" <<'PY'
-import sys
-from importlib import metadata
-for spec in sys.argv[1:]:
-    name, version = spec.split("==")
-    try:
-        have = metadata.version(name)
-    except metadata.PackageNotFoundError:
-        sys.exit(1)
-    if have != version:
-        sys.exit(1)
-PY
+  "${venv}/bin/python" "${repo_root}/scripts/deps/pinned.py" "${wanted[@]}"
 }
 
 if installed_ok; then

@@ -34,20 +34,9 @@ wanted=(
   "check-jsonschema==${CHECK_JSONSCHEMA_VERSION}"
 )
 
-# Prints nothing and succeeds when every pinned distribution is installed at its pin.
+# Succeeds silently when every pinned distribution is installed at its pin.
 installed_ok() {
-  "${venv}/bin/python" - "${wanted[@]}" <<'PY'
-import sys
-from importlib import metadata
-for spec in sys.argv[1:]:
-    name, version = spec.split("==")
-    try:
-        have = metadata.version(name)
-    except metadata.PackageNotFoundError:
-        sys.exit(1)
-    if have != version:
-        sys.exit(1)
-PY
+  "${venv}/bin/python" "${repo_root}/scripts/deps/pinned.py" "${wanted[@]}"
 }
 
 # A venv whose interpreter no longer runs (e.g. the base Python was removed) is rebuilt.
