@@ -6,4 +6,4 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 echo "==> building spillway (release; the first build takes a few minutes)" >&2
 cargo build --release --locked -p spillway -q
-exec "$root/target/release/spillway" demo "$@"
+exec "${CARGO_TARGET_DIR:-$root/target}/release/spillway" demo "$@"
