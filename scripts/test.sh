@@ -15,6 +15,19 @@ if [ ! -d "$SPILLWAY_SHARED_DIR/conformance" ]; then
   exit 1
 fi
 
+# Disk: a cold run needs about 5 GiB for target/ plus 1.7 GiB for .work/. Incremental
+# compilation would add another 5 GiB of caches that a whole-suite run never reuses, so it is
+# off unless asked for (the inner loop, plain `cargo nextest run`, keeps it).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+mkdir -p "$target_dir"
+free_kib=$(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }')
+log "disk: $((free_kib / 1024 / 1024)) GiB free for $target_dir"
+if [ "${free_kib:-0}" -lt $((8 * 1024 * 1024)) ]; then
+  echo "warning: less than 8 GiB free where the build goes ($target_dir); a cold run needs about 7 GiB." >&2
+  echo "warning: free space (cargo clean in other checkouts, old target dirs) if the build stops with 'No space left on device'." >&2
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked
