@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Micro-benchmarks of the export hot path on one 1000-hit search response page (criterion,
 # crates/engine/benches/hot_path.rs): decode, decode + NDJSON, decode + Parquet (each with and
-# without compression), next to a memcpy, a JSON validation, a UTF-8 validation and a SHA-256
-# of the same body bytes.
+# without compression), next to a memcpy, a JSON validation, a UTF-8 validation, a SHA-256 and
+# a BLAKE3 digest (what the executor computes of its output) of the same body bytes.
 # Prints the machine, the page size and a Markdown table: MB/s of response-body bytes on one
 # core (1 MB = 10^6 bytes), docs/s, and the ratio to JSON validation, from criterion's mean,
 # plus MB/s and the ratio from each benchmark's fastest sample (less disturbed by a busy
@@ -52,13 +52,14 @@ for name, size in outputs.items():
 print("Single-threaded: MB/s is per core (1 MB = 10^6 bytes of response body).")
 print()
 
-order = ["memcpy", "json_validate", "utf8_validate", "sha256", "decode", "decode_ndjson",
+order = ["memcpy", "json_validate", "utf8_validate", "sha256", "blake3", "decode", "decode_ndjson",
          "decode_ndjson_zstd", "decode_parquet", "decode_parquet_zstd"]
 labels = {
     "memcpy": "memcpy of the body (reference)",
     "json_validate": "JSON validation, serde IgnoredAny (reference)",
     "utf8_validate": "UTF-8 validation, std::str::from_utf8 (reference)",
-    "sha256": "SHA-256 of the body (the executor hashes its output)",
+    "sha256": "SHA-256 of the body (reference)",
+    "blake3": "BLAKE3 of the body (the executor's output digest)",
     "decode": "decode (Page::parse + docs)",
     "decode_ndjson": "decode + NDJSON, no compression",
     "decode_ndjson_zstd": "decode + NDJSON + zstd 3 (default)",

@@ -20,7 +20,6 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use searchsim::datagen::{DataSpec, LoadSummary};
 use searchsim::{Config, RunningSim, SearchSim};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use spillway_api::manifest::Manifest;
 use spillway_sink::storage::Storage;
 
@@ -164,9 +163,9 @@ pub async fn read_run(storage: &dyn Storage, run_dir: &str) -> (Manifest, Vec<(S
             .unwrap_or_else(|| panic!("{} listed in the manifest is missing", f.key));
         assert_eq!(body.len() as u64, f.bytes, "size of {}", f.key);
         assert_eq!(
-            hex::encode(Sha256::digest(&body)),
-            f.sha256,
-            "sha256 of {}",
+            format!("blake3:{}", blake3::hash(&body).to_hex()),
+            f.digest,
+            "digest of {}",
             f.key
         );
         files.push((f.key.clone(), body));

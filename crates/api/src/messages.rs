@@ -135,6 +135,6 @@ pub struct OutputFile {
     pub key: String,
     pub rows: u64,
     pub bytes: u64,
-    /// Hex SHA-256 of the file's bytes.
-    pub sha256: String,
+    /// The file's digest, `blake3:<64 hex digits>` (`b3sum FILE` prints the same hex).
+    pub digest: String,
 }

@@ -175,6 +175,9 @@ fn hot_path(c: &mut Criterion) {
     group.bench_function("sha256", |b| {
         b.iter(|| Sha256::digest(black_box(&body[..])))
     });
+    group.bench_function("blake3", |b| {
+        b.iter(|| spillway_sink::digest_of(black_box(&body[..])))
+    });
     group.bench_function("utf8_validate", |b| {
         b.iter(|| std::str::from_utf8(black_box(&body[..])).is_ok())
     });

@@ -9,16 +9,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::Utc;
 use parking_lot::Mutex;
-use sha2::{Digest, Sha256};
 use spillway_api::{
-    DocRef, MESSAGE_VERSION, OutputFile, ShardMarker, ShardOutcome, ShardResult, ShardTask, layout,
+    DocRef, MESSAGE_VERSION, ShardMarker, ShardOutcome, ShardResult, ShardTask, layout,
 };
-use spillway_sink::commit;
 use spillway_sink::encode::{DocSchema, encoder_for};
 use spillway_sink::storage::Storage;
+use spillway_sink::{FileWriter, commit};
 use spillway_source::{Client, ShardRequest, Snapshot, SnapshotKind, Target};
 use tokio_util::sync::CancellationToken;
 
@@ -141,8 +139,7 @@ impl Executor {
             return Ok(m);
         }
         let rel_key = layout::data_file(&task.shard, spec.output.format, spec.output.compression);
-        let key = format!("{run_dir}/{rel_key}");
-        let mut encoder = encoder_for(&spec.output, &res.schema)?;
+        let encoder = encoder_for(&spec.output, &res.schema)?;
         let target = if task.snapshot.pit_id.is_empty() {
             Target::Indices(spec.source.indices.clone())
         } else {
@@ -170,9 +167,8 @@ impl Executor {
             tiebreaker_field: spec.source.tiebreaker_field.clone(),
         });
 
-        let mut upload = res.storage.begin_upload(&key).await?;
-        let mut hasher = Sha256::new();
-        let mut bytes: u64 = 0;
+        let mut file =
+            FileWriter::create(res.storage.as_ref(), &run_dir, &rel_key, encoder).await?;
         let mut counted: u64 = 0;
         let streamed: Result<(), EngineError> = async {
             while let Some(page) = reader.next_page().await? {
@@ -180,13 +176,7 @@ impl Executor {
                     return Err(EngineError::Cancelled);
                 }
                 let docs: Vec<DocRef<'_>> = page.docs().collect();
-                encoder.write_page(&docs)?;
-                let out = encoder.take_output();
-                if !out.is_empty() {
-                    hasher.update(&out);
-                    bytes += out.len() as u64;
-                    upload.write(Bytes::from(out)).await?;
-                }
+                file.write_page(&docs).await?;
                 counted += docs.len() as u64;
                 if let Some(p) = &self.progress {
                     p.add_docs(docs.len() as u64);
@@ -195,53 +185,36 @@ impl Executor {
             Ok(())
         }
         .await;
-        let finished = match streamed {
-            Ok(()) => encoder.finish().map_err(EngineError::from),
-            Err(e) => Err(e),
-        };
-        let rest = match finished {
-            Ok(rest) => rest,
-            Err(e) => {
-                self.undo_progress(counted);
-                let _ = upload.abort().await;
-                return Err(e);
-            }
-        };
+        if let Err(e) = streamed {
+            self.undo_progress(counted);
+            let _ = file.abort().await;
+            return Err(e);
+        }
         let expected = reader.expected().unwrap_or(counted);
         let exported = reader.exported();
         if exported != expected {
             self.undo_progress(counted);
-            let _ = upload.abort().await;
+            let _ = file.abort().await;
             return Err(EngineError::Incomplete {
                 shard: task.shard.id.clone(),
                 expected,
                 got: exported,
             });
         }
-        hasher.update(&rest);
-        bytes += rest.len() as u64;
-        if !rest.is_empty()
-            && let Err(e) = upload.write(Bytes::from(rest)).await
-        {
-            self.undo_progress(counted);
-            let _ = upload.abort().await;
-            return Err(e.into());
-        }
-        if let Err(e) = upload.complete().await {
-            self.undo_progress(counted);
-            return Err(e.into());
-        }
+        let written = match file.finish().await {
+            Ok(w) => w,
+            Err(e) => {
+                self.undo_progress(counted);
+                return Err(e.into());
+            }
+        };
+        let bytes = written.file.bytes;
         let marker = ShardMarker {
             shard_id: task.shard.id.clone(),
             docs: exported,
             expected_docs: expected,
             bytes,
-            files: vec![OutputFile {
-                key: rel_key,
-                rows: exported,
-                bytes,
-                sha256: hex::encode(hasher.finalize()),
-            }],
+            files: vec![written.file],
             attempt: task.attempt,
             completed_at: Utc::now(),
         };

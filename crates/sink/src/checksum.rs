@@ -1,24 +1,31 @@
-//! Byte count and SHA-256 of a file as it streams to storage, so markers and the manifest can
-//! record both without reading the file back.
+//! Byte count and BLAKE3 digest of a file as it streams to storage, so markers and the
+//! manifest can record both without reading the file back.
+//!
+//! Digests are written self-describing, `blake3:<64 hex digits>`, so a reader knows how to
+//! check them (`b3sum FILE` prints the same hex) and a later algorithm can be told apart.
+//! BLAKE3 rather than SHA-256: it is a cryptographic hash all the same, and it runs at about
+//! three times SHA-256's speed here (SIMD across 1 KiB chunks), which matters when every
+//! exported byte is hashed once.
 
-use sha2::{Digest, Sha256};
+/// The algorithm prefix of every digest this crate writes.
+pub const DIGEST_ALGORITHM: &str = "blake3";
 
-/// Counts bytes and hashes them with SHA-256.
+/// Counts bytes and hashes them with BLAKE3.
 #[derive(Clone, Default)]
-pub struct CountingSha256 {
-    hasher: Sha256,
+pub struct CountingDigest {
+    hasher: blake3::Hasher,
     bytes: u64,
 }
 
-impl std::fmt::Debug for CountingSha256 {
+impl std::fmt::Debug for CountingDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CountingSha256")
+        f.debug_struct("CountingDigest")
             .field("bytes", &self.bytes)
             .finish()
     }
 }
 
-impl CountingSha256 {
+impl CountingDigest {
     pub fn new() -> Self {
         Self::default()
     }
@@ -32,10 +39,20 @@ impl CountingSha256 {
         self.bytes
     }
 
-    /// Bytes seen and the lowercase hex SHA-256 of them.
+    /// Bytes seen and their digest, `blake3:<hex>`.
     pub fn finish(self) -> (u64, String) {
-        (self.bytes, hex::encode(self.hasher.finalize()))
+        (
+            self.bytes,
+            format!("{DIGEST_ALGORITHM}:{}", self.hasher.finalize().to_hex()),
+        )
     }
+}
+
+/// The digest of `data` in the form [`CountingDigest::finish`] writes.
+pub fn digest_of(data: &[u8]) -> String {
+    let mut c = CountingDigest::new();
+    c.update(data);
+    c.finish().1
 }
 
 #[cfg(test)]
@@ -44,14 +61,16 @@ mod tests {
 
     #[test]
     fn hashes_across_updates() {
-        let mut c = CountingSha256::new();
+        let mut c = CountingDigest::new();
         c.update(b"ab");
         c.update(b"c");
         let (n, h) = c.finish();
         assert_eq!(n, 3);
+        // BLAKE3("abc"), as `printf abc | b3sum` prints it.
         assert_eq!(
             h,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            "blake3:6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
         );
+        assert_eq!(digest_of(b"abc"), h);
     }
 }

@@ -1,8 +1,7 @@
 //! One output file end to end: an [`Encoder`] fed page by page, its bytes streamed into a
 //! storage upload as they are produced, and the committed file described for the shard
-//! marker (rows, bytes, SHA-256) and the manifest (columns).
+//! marker (rows, bytes, digest) and the manifest (columns).
 
-use bytes::Bytes;
 use spillway_api::manifest::ManifestColumn;
 use spillway_api::{DocRef, OutputFile};
 
@@ -61,7 +60,7 @@ impl FileWriter {
         self.encoder.write_page(docs)?;
         let out = self.encoder.take_output();
         if !out.is_empty() {
-            self.upload.write(Bytes::from(out)).await?;
+            self.upload.write(out).await?;
         }
         Ok(())
     }
@@ -91,14 +90,17 @@ impl FileWriter {
                 return Err(e);
             }
         };
-        upload.write(Bytes::from(rest)).await?;
+        if let Err(e) = upload.write(rest).await {
+            let _ = upload.abort().await;
+            return Err(e);
+        }
         let done = upload.complete().await?;
         Ok(WrittenFile {
             file: OutputFile {
                 key: relative_key,
                 rows,
                 bytes: done.bytes,
-                sha256: done.sha256,
+                digest: done.digest,
             },
             columns,
         })

@@ -14,7 +14,7 @@ mod error;
 pub mod file;
 pub mod storage;
 
-pub use checksum::CountingSha256;
+pub use checksum::{CountingDigest, DIGEST_ALGORITHM, digest_of};
 pub use encode::{DocSchema, Encoder, encoder_for};
 pub use error::SinkError;
 pub use file::{FileWriter, WrittenFile};

@@ -76,7 +76,10 @@ async fn multipart_upload_of_several_parts_reads_back_byte_equal() {
     assert_eq!(done.info.key, key);
     assert_eq!(done.info.size, data.len() as u64);
     assert_eq!(done.bytes, data.len() as u64);
-    assert_eq!(done.sha256, hex::encode(Sha256::digest(&data)));
+    assert_eq!(
+        done.digest,
+        format!("blake3:{}", blake3::hash(&data).to_hex())
+    );
 
     let back = s.get(key).await.unwrap().expect("object exists");
     assert!(back[..] == data[..], "read-back differs");
@@ -320,7 +323,10 @@ async fn parquet_file_and_markers_through_open_output() {
     let key = format!("{run}/data/part-000000.parquet");
     let body = s.get(&key).await.unwrap().unwrap();
     assert_eq!(body.len() as u64, done.file.bytes);
-    assert_eq!(hex::encode(Sha256::digest(&body)), done.file.sha256);
+    assert_eq!(
+        format!("blake3:{}", blake3::hash(&body).to_hex()),
+        done.file.digest
+    );
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body)
         .unwrap()
         .build()

@@ -2,7 +2,6 @@
 
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
-use sha2::{Digest, Sha256};
 use spillway_api::manifest::{MANIFEST_VERSION, Manifest, ManifestSource};
 use spillway_api::plan::PLAN_VERSION;
 use spillway_api::{
@@ -97,8 +96,11 @@ async fn upload_appears_only_when_complete() {
     assert_eq!(done.info.size, 16);
     assert_eq!(done.bytes, 16);
     assert_eq!(
-        done.sha256,
-        hex::encode(Sha256::digest(b"{\"a\":1}\n{\"a\":2}\n"))
+        done.digest,
+        format!(
+            "blake3:{}",
+            blake3::hash(b"{\"a\":1}\n{\"a\":2}\n").to_hex()
+        )
     );
     assert_eq!(
         s.get(key).await.unwrap().unwrap(),
@@ -215,7 +217,7 @@ fn marker(id: &str) -> ShardMarker {
             key: format!("data/part-{id}.parquet"),
             rows: 10,
             bytes: 100,
-            sha256: "00".repeat(32),
+            digest: format!("blake3:{}", "00".repeat(32)),
         }],
         attempt: 1,
         completed_at: Utc.with_ymd_and_hms(2024, 3, 15, 7, 0, 0).unwrap(),
@@ -359,7 +361,10 @@ async fn file_writer_streams_an_encoder_into_storage() {
     assert_eq!(done.file.key, "data/part-000001.ndjson");
     assert_eq!(done.file.rows, 3);
     assert_eq!(done.file.bytes, want.len() as u64);
-    assert_eq!(done.file.sha256, hex::encode(Sha256::digest(want)));
+    assert_eq!(
+        done.file.digest,
+        format!("blake3:{}", blake3::hash(want).to_hex())
+    );
     assert_eq!(
         s.get("job/run/data/part-000001.ndjson")
             .await

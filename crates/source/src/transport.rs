@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method};
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -233,6 +233,40 @@ impl Limiter {
     }
 }
 
+/// Spare receive buffers, so a worker does not allocate (and fault in) a fresh megabyte for
+/// every page. A body is read into a buffer taken from here, split off as `Bytes`, and the
+/// buffer goes back; once the page that holds the body is dropped, the buffer's next
+/// `reserve` takes the same allocation back instead of asking the allocator for a new one.
+#[derive(Default)]
+struct BodyBuffers {
+    spare: Mutex<Vec<BytesMut>>,
+}
+
+impl BodyBuffers {
+    /// At most this many spare buffers are kept (more than the concurrent requests of a worker).
+    const MAX_SPARE: usize = 16;
+    /// Bodies larger than this give their buffer back to the allocator instead of the pool.
+    const MAX_POOLED_BODY: usize = 8 << 20;
+
+    fn take(&self) -> BytesMut {
+        self.spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, buf: BytesMut, body_len: usize) {
+        if body_len > Self::MAX_POOLED_BODY {
+            return;
+        }
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < Self::MAX_SPARE {
+            spare.push(buf);
+        }
+    }
+}
+
 pub(crate) struct Transport {
     http: reqwest::Client,
     /// Base URL without user info and without a trailing slash.
@@ -242,6 +276,7 @@ pub(crate) struct Transport {
     retry: RetryPolicy,
     timeout: Duration,
     limiter: Option<Limiter>,
+    buffers: BodyBuffers,
     pub stats: ClientStats,
 }
 
@@ -331,6 +366,7 @@ impl Transport {
             retry: config.retry.clone(),
             timeout: config.request_timeout,
             limiter,
+            buffers: BodyBuffers::default(),
             stats: ClientStats::default(),
         })
     }
@@ -477,21 +513,7 @@ impl Transport {
         })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| {
-            Attempt::Transient(if e.is_timeout() {
-                Transient::new(
-                    RetryReason::Timeout,
-                    Some(status),
-                    "timed out reading the body",
-                )
-            } else {
-                Transient::new(
-                    RetryReason::Connection,
-                    Some(status),
-                    format!("the response body was cut off: {}", error_chain(&e)),
-                )
-            })
-        })?;
+        let body = self.read_body(resp, status).await?;
         self.stats
             .bytes_received
             .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -500,6 +522,45 @@ impl Transport {
             headers,
             body,
         })
+    }
+
+    /// Reads the whole body chunk by chunk into a pooled buffer. Each chunk is dropped as
+    /// soon as it is copied, so hyper reuses its read buffer too.
+    async fn read_body(&self, mut resp: reqwest::Response, status: u16) -> Result<Bytes, Attempt> {
+        let mut buf = self.buffers.take();
+        if let Some(len) = resp.content_length() {
+            buf.reserve(
+                usize::try_from(len)
+                    .unwrap_or(0)
+                    .min(BodyBuffers::MAX_POOLED_BODY),
+            );
+        }
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => {
+                    buf.clear();
+                    self.buffers.give_back(buf, 0);
+                    return Err(Attempt::Transient(if e.is_timeout() {
+                        Transient::new(
+                            RetryReason::Timeout,
+                            Some(status),
+                            "timed out reading the body",
+                        )
+                    } else {
+                        Transient::new(
+                            RetryReason::Connection,
+                            Some(status),
+                            format!("the response body was cut off: {}", error_chain(&e)),
+                        )
+                    }));
+                }
+            }
+        }
+        let body = buf.split().freeze();
+        self.buffers.give_back(buf, body.len());
+        Ok(body)
     }
 
     fn authorize(

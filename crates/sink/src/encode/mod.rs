@@ -17,6 +17,7 @@
 //!   buffered data reaches `rowGroupBytes`.
 //! * NDJSON and CSV streams are wrapped in gzip or zstd (level 3) when configured.
 
+use bytes::Bytes;
 use spillway_api::manifest::ManifestColumn;
 use spillway_api::{Compression, DocRef, Format, OutputSpec};
 
@@ -34,9 +35,9 @@ pub trait Encoder: Send {
     /// Encodes one page of documents.
     fn write_page(&mut self, docs: &[DocRef<'_>]) -> Result<(), SinkError>;
     /// The bytes finished so far (removed from the encoder).
-    fn take_output(&mut self) -> Vec<u8>;
+    fn take_output(&mut self) -> Bytes;
     /// Ends the file and returns its remaining bytes.
-    fn finish(self: Box<Self>) -> Result<Vec<u8>, SinkError>;
+    fn finish(self: Box<Self>) -> Result<Bytes, SinkError>;
     /// Documents encoded so far.
     fn rows(&self) -> u64;
     /// Columns of the file for the manifest (empty for NDJSON).

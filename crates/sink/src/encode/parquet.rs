@@ -19,6 +19,7 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -278,13 +279,13 @@ impl Encoder for ParquetEncoder {
         Ok(())
     }
 
-    fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(self.writer.inner_mut())
+    fn take_output(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(self.writer.inner_mut()))
     }
 
-    fn finish(mut self: Box<Self>) -> Result<Vec<u8>, SinkError> {
+    fn finish(mut self: Box<Self>) -> Result<Bytes, SinkError> {
         self.reserve_sink(FOOTER_SLACK);
-        self.writer.into_inner().map_err(pq_err)
+        self.writer.into_inner().map(Bytes::from).map_err(pq_err)
     }
 
     fn rows(&self) -> u64 {

@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use bytes::buf::Writer;
+use bytes::{BufMut, Bytes, BytesMut};
 use spillway_api::manifest::ManifestColumn;
 use spillway_api::{Compression, DocRef};
 
@@ -10,23 +12,25 @@ use super::schema::DocSchema;
 use super::{Encoder, compression_name, extra_json, flatten};
 use crate::error::SinkError;
 
-/// The byte sink behind a text encoder: plain, gzip or zstd into a drainable `Vec`.
+/// The byte sink behind a text encoder: plain, gzip or zstd into a drainable buffer. The
+/// buffer is a `BytesMut` so that drained output goes out as `Bytes` without a copy, and the
+/// allocation comes back on the next page once the upload has dropped it.
 enum Out {
-    Plain(Vec<u8>),
-    Gzip(flate2::write::GzEncoder<Vec<u8>>),
-    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    Plain(BytesMut),
+    Gzip(flate2::write::GzEncoder<Writer<BytesMut>>),
+    Zstd(zstd::stream::write::Encoder<'static, Writer<BytesMut>>),
 }
 
 impl Out {
     fn new(c: Compression, format: &'static str) -> Result<Out, SinkError> {
         Ok(match c {
-            Compression::None => Out::Plain(Vec::new()),
+            Compression::None => Out::Plain(BytesMut::new()),
             Compression::Gzip => Out::Gzip(flate2::write::GzEncoder::new(
-                Vec::new(),
+                BytesMut::new().writer(),
                 flate2::Compression::default(),
             )),
             Compression::Zstd => Out::Zstd(
-                zstd::stream::write::Encoder::new(Vec::new(), 3).map_err(|e| {
+                zstd::stream::write::Encoder::new(BytesMut::new().writer(), 3).map_err(|e| {
                     SinkError::Encode {
                         format,
                         reason: format!("cannot start zstd: {e}"),
@@ -53,28 +57,33 @@ impl Out {
         }
     }
 
-    fn take(&mut self) -> Vec<u8> {
+    fn buffer(&mut self) -> &mut BytesMut {
         match self {
-            Out::Plain(v) => std::mem::take(v),
-            Out::Gzip(e) => std::mem::take(e.get_mut()),
-            Out::Zstd(e) => std::mem::take(e.get_mut()),
+            Out::Plain(v) => v,
+            Out::Gzip(e) => e.get_mut().get_mut(),
+            Out::Zstd(e) => e.get_mut().get_mut(),
         }
+    }
+
+    fn take(&mut self) -> Bytes {
+        self.buffer().split().freeze()
     }
 
     fn pending(&self) -> usize {
         match self {
             Out::Plain(v) => v.len(),
-            Out::Gzip(e) => e.get_ref().len(),
-            Out::Zstd(e) => e.get_ref().len(),
+            Out::Gzip(e) => e.get_ref().get_ref().len(),
+            Out::Zstd(e) => e.get_ref().get_ref().len(),
         }
     }
 
-    fn finish(self) -> std::io::Result<Vec<u8>> {
-        match self {
-            Out::Plain(v) => Ok(v),
-            Out::Gzip(e) => e.finish(),
-            Out::Zstd(e) => e.finish(),
+    fn finish(self) -> std::io::Result<Bytes> {
+        Ok(match self {
+            Out::Plain(v) => v,
+            Out::Gzip(e) => e.finish()?.into_inner(),
+            Out::Zstd(e) => e.finish()?.into_inner(),
         }
+        .freeze())
     }
 }
 
@@ -90,7 +99,8 @@ pub(crate) struct TextEncoder {
     kind: Kind,
     include_metadata: bool,
     out: Out,
-    line: Vec<u8>,
+    /// Compressed output: the page's lines, handed to the compressor in one write.
+    line: BytesMut,
     rows: u64,
 }
 
@@ -100,7 +110,7 @@ impl TextEncoder {
             kind: Kind::Ndjson,
             include_metadata,
             out: Out::new(c, "NDJSON")?,
-            line: Vec::new(),
+            line: BytesMut::new(),
             rows: 0,
         })
     }
@@ -117,7 +127,7 @@ impl TextEncoder {
             },
             include_metadata,
             out: Out::new(c, "CSV")?,
-            line: Vec::new(),
+            line: BytesMut::new(),
             rows: 0,
         })
     }
@@ -141,6 +151,44 @@ impl TextEncoder {
         Ok(())
     }
 
+    /// Appends the lines of `docs` to `buf`.
+    fn encode_docs(&mut self, buf: &mut BytesMut, docs: &[DocRef<'_>]) -> Result<(), SinkError> {
+        for doc in docs {
+            match &self.kind {
+                Kind::Ndjson => ndjson_line(buf, doc, self.include_metadata)?,
+                Kind::Csv { schema, .. } => {
+                    let flat = flatten(schema, doc)?;
+                    let mut first = true;
+                    let mut sep = |line: &mut BytesMut| {
+                        if !first {
+                            line.put_u8(b',');
+                        }
+                        first = false;
+                    };
+                    if self.include_metadata {
+                        sep(buf);
+                        csv_field(buf, doc.index);
+                        sep(buf);
+                        csv_field(buf, doc.id);
+                    }
+                    for cell in &flat.cells {
+                        sep(buf);
+                        if let Some(v) = cell {
+                            csv_field(buf, &cell_text(v.get()));
+                        }
+                    }
+                    sep(buf);
+                    if let Some(extra) = extra_json(&flat.extra) {
+                        csv_field(buf, &extra);
+                    }
+                    buf.extend_from_slice(b"\r\n");
+                }
+            }
+            self.rows += 1;
+        }
+        Ok(())
+    }
+
     fn ensure_header(&mut self) -> Result<(), SinkError> {
         let Kind::Csv {
             schema,
@@ -161,7 +209,7 @@ impl TextEncoder {
         fields.push("_extra");
         for (i, f) in fields.iter().enumerate() {
             if i > 0 {
-                self.line.push(b',');
+                self.line.put_u8(b',');
             }
             csv_field(&mut self.line, f);
         }
@@ -171,16 +219,16 @@ impl TextEncoder {
 }
 
 /// Appends one RFC 4180 field, quoted when it holds a comma, quote, CR or LF.
-pub(crate) fn csv_field(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn csv_field(out: &mut BytesMut, s: &str) {
     if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
-        out.push(b'"');
+        out.put_u8(b'"');
         for b in s.bytes() {
             if b == b'"' {
-                out.push(b'"');
+                out.put_u8(b'"');
             }
-            out.push(b);
+            out.put_u8(b);
         }
-        out.push(b'"');
+        out.put_u8(b'"');
     } else {
         out.extend_from_slice(s.as_bytes());
     }
@@ -199,7 +247,7 @@ fn cell_text(raw_value: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn ndjson_line(
-    line: &mut Vec<u8>,
+    line: &mut BytesMut,
     doc: &DocRef<'_>,
     include_metadata: bool,
 ) -> Result<(), SinkError> {
@@ -223,61 +271,47 @@ fn ndjson_line(
         line.extend_from_slice(raw::json_string(doc.id).as_bytes());
         let rest = &src[1..];
         if !rest.trim_start().starts_with('}') {
-            line.push(b',');
+            line.put_u8(b',');
         }
         line.extend_from_slice(rest.as_bytes());
     } else {
         line.extend_from_slice(src.as_bytes());
     }
-    line.push(b'\n');
+    line.put_u8(b'\n');
     Ok(())
 }
 
 impl Encoder for TextEncoder {
     fn write_page(&mut self, docs: &[DocRef<'_>]) -> Result<(), SinkError> {
         self.ensure_header()?;
-        for doc in docs {
-            match &self.kind {
-                Kind::Ndjson => ndjson_line(&mut self.line, doc, self.include_metadata)?,
-                Kind::Csv { schema, .. } => {
-                    let flat = flatten(schema, doc)?;
-                    let mut first = true;
-                    let mut sep = |line: &mut Vec<u8>| {
-                        if !first {
-                            line.push(b',');
-                        }
-                        first = false;
-                    };
-                    if self.include_metadata {
-                        sep(&mut self.line);
-                        csv_field(&mut self.line, doc.index);
-                        sep(&mut self.line);
-                        csv_field(&mut self.line, doc.id);
-                    }
-                    for cell in &flat.cells {
-                        sep(&mut self.line);
-                        if let Some(v) = cell {
-                            csv_field(&mut self.line, &cell_text(v.get()));
-                        }
-                    }
-                    sep(&mut self.line);
-                    if let Some(extra) = extra_json(&flat.extra) {
-                        csv_field(&mut self.line, &extra);
-                    }
-                    self.line.extend_from_slice(b"\r\n");
-                }
-            }
-            self.rows += 1;
+        // Plain output: lines go straight into the output buffer. Compressed: into `line`,
+        // then one compressor write per page, not one per line.
+        let plain = matches!(self.out, Out::Plain(_));
+        let mut buf = if plain {
+            std::mem::take(self.out.buffer())
+        } else {
+            std::mem::take(&mut self.line)
+        };
+        buf.reserve(
+            docs.iter()
+                .map(|d| d.source.len() + 2 + d.id.len() + d.index.len())
+                .sum(),
+        );
+        let encoded = self.encode_docs(&mut buf, docs);
+        if plain {
+            *self.out.buffer() = buf;
+        } else {
+            self.line = buf;
         }
-        // one write per page: the compressor is called once, not once per line
-        self.emit()
+        encoded?;
+        if plain { Ok(()) } else { self.emit() }
     }
 
-    fn take_output(&mut self) -> Vec<u8> {
+    fn take_output(&mut self) -> Bytes {
         self.out.take()
     }
 
-    fn finish(mut self: Box<Self>) -> Result<Vec<u8>, SinkError> {
+    fn finish(mut self: Box<Self>) -> Result<Bytes, SinkError> {
         self.ensure_header()?;
         let format = self.format();
         self.out.finish().map_err(|e| SinkError::Encode {

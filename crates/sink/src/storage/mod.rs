@@ -13,7 +13,7 @@ use bytes::Bytes;
 use spillway_api::{Destination, OutputSpec};
 use spillway_sigv4::Credentials;
 
-use crate::checksum::CountingSha256;
+use crate::checksum::CountingDigest;
 use crate::error::SinkError;
 
 pub mod s3;
@@ -57,10 +57,10 @@ pub trait Upload: Send {
     async fn abort(self: Box<Self>) -> Result<(), SinkError>;
 }
 
-/// An upload that also counts bytes and computes the SHA-256 of what passes through.
+/// An upload that also counts bytes and computes the digest of what passes through.
 pub struct HashingUpload {
     inner: Box<dyn Upload>,
-    hash: CountingSha256,
+    hash: CountingDigest,
 }
 
 impl std::fmt::Debug for HashingUpload {
@@ -71,19 +71,19 @@ impl std::fmt::Debug for HashingUpload {
     }
 }
 
-/// A completed file with its size and hex SHA-256.
+/// A completed file with its size and digest (`blake3:<hex>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompletedFile {
     pub info: ObjectInfo,
     pub bytes: u64,
-    pub sha256: String,
+    pub digest: String,
 }
 
 impl HashingUpload {
     pub fn new(inner: Box<dyn Upload>) -> Self {
         HashingUpload {
             inner,
-            hash: CountingSha256::new(),
+            hash: CountingDigest::new(),
         }
     }
 
@@ -101,11 +101,11 @@ impl HashingUpload {
 
     pub async fn complete(self) -> Result<CompletedFile, SinkError> {
         let info = self.inner.complete().await?;
-        let (bytes, sha256) = self.hash.finish();
+        let (bytes, digest) = self.hash.finish();
         Ok(CompletedFile {
             info,
             bytes,
-            sha256,
+            digest,
         })
     }
 

@@ -3,6 +3,7 @@
 //! renamed over the final name, so a crash never leaves a half-written file under a final
 //! key; aborted or dropped uploads remove their temporary file.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -243,7 +244,11 @@ impl Storage for VolumeStorage {
         let path = self.path_of(key)?;
         let parent = self.ensure_parent(&path).await?;
         let tmp = parent.join(temp_name(&file_name(&path)));
-        let file = tokio::fs::File::create(&tmp).await.map_err(|e| {
+        let create = tmp.clone();
+        let created = blocking(move || std::fs::File::create(create))
+            .await
+            .and_then(|r| r);
+        let file = created.map_err(|e| {
             if e.kind() == std::io::ErrorKind::PermissionDenied {
                 SinkError::NotWritable {
                     path: parent.clone(),
@@ -257,7 +262,8 @@ impl Storage for VolumeStorage {
             key: key.to_string(),
             path,
             tmp: Some(tmp),
-            file: Some(tokio::io::BufWriter::with_capacity(1 << 20, file)),
+            file: Some(file),
+            pending: Vec::new(),
             size: 0,
         }))
     }
@@ -282,12 +288,28 @@ impl Storage for VolumeStorage {
     }
 }
 
+/// A file being written under a temporary name. Writes run on the blocking pool with the
+/// caller's `Bytes` moved in, so output is not copied into a second buffer on its way to
+/// the kernel; writes under [`COALESCE_BYTES`] gather in `pending` first.
 struct VolumeUpload {
     key: String,
     path: PathBuf,
     tmp: Option<PathBuf>,
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    file: Option<std::fs::File>,
+    pending: Vec<u8>,
     size: u64,
+}
+
+/// Small writes are gathered up to this size before they reach the file.
+const COALESCE_BYTES: usize = 1 << 20;
+
+/// Runs file IO on the blocking pool; a panic there becomes an IO error.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, std::io::Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(format!("file IO task failed: {e}")))
 }
 
 impl VolumeUpload {
@@ -298,40 +320,67 @@ impl VolumeUpload {
         }
         e
     }
+
+    /// Writes `pending` and then `bytes` to the file.
+    async fn write_through(&mut self, bytes: Bytes) -> Result<(), SinkError> {
+        let Some(mut file) = self.file.take() else {
+            return Err(SinkError::UploadClosed {
+                key: self.key.clone(),
+            });
+        };
+        let mut pending = std::mem::take(&mut self.pending);
+        let done = blocking(move || {
+            let r = file
+                .write_all(&pending)
+                .and_then(|()| file.write_all(&bytes));
+            pending.clear();
+            (file, pending, r)
+        })
+        .await;
+        let err = match done {
+            Ok((file, pending, Ok(()))) => {
+                self.file = Some(file);
+                self.pending = pending;
+                return Ok(());
+            }
+            Ok((_, _, Err(e))) | Err(e) => e,
+        };
+        let tmp = self.tmp.clone().unwrap_or_default();
+        Err(self.fail(SinkError::io("write", tmp, err)).await)
+    }
 }
 
 #[async_trait]
 impl Upload for VolumeUpload {
     async fn write(&mut self, bytes: Bytes) -> Result<(), SinkError> {
-        let Some(file) = self.file.as_mut() else {
+        if self.file.is_none() {
             return Err(SinkError::UploadClosed {
                 key: self.key.clone(),
             });
-        };
-        if let Err(e) = file.write_all(&bytes).await {
-            let tmp = self.tmp.clone().unwrap_or_default();
-            let err = SinkError::io("write", tmp, e);
-            return Err(self.fail(err).await);
         }
         self.size += bytes.len() as u64;
-        Ok(())
+        if self.pending.len() + bytes.len() < COALESCE_BYTES {
+            self.pending.extend_from_slice(&bytes);
+            return Ok(());
+        }
+        self.write_through(bytes).await
     }
 
     async fn complete(mut self: Box<Self>) -> Result<ObjectInfo, SinkError> {
-        let (Some(mut file), Some(tmp)) = (self.file.take(), self.tmp.clone()) else {
+        let Some(tmp) = self.tmp.clone() else {
             return Err(SinkError::UploadClosed {
                 key: self.key.clone(),
             });
         };
         let res = async {
-            file.flush()
+            self.write_through(Bytes::new()).await?;
+            let file = self.file.take().ok_or_else(|| SinkError::UploadClosed {
+                key: self.key.clone(),
+            })?;
+            blocking(move || file.sync_all())
                 .await
-                .map_err(|e| SinkError::io("write", tmp.clone(), e))?;
-            file.get_mut()
-                .sync_all()
-                .await
+                .and_then(|r| r)
                 .map_err(|e| SinkError::io("fsync", tmp.clone(), e))?;
-            drop(file);
             tokio::fs::rename(&tmp, &self.path)
                 .await
                 .map_err(|e| SinkError::io("rename into place", self.path.clone(), e))
