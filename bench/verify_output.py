@@ -10,7 +10,7 @@ expected count. It prints one JSON line ``{"rows": .., "distinct_ids": .., "byte
 Where the ``_id`` is: NDJSON lines carry a top-level ``_id`` (spillway with
 ``includeMetadata: true``, elasticdump, opensearch-py scan); CSV and Parquet files have an
 ``_id`` column. Files are streamed (NDJSON and CSV in blocks by pyarrow, zstd through
-zstandard's stream reader, Parquet one row group at a time reading only ``_id``); the ids are
+Arrow's zstd input stream, Parquet one row group at a time reading only ``_id``); the ids are
 kept in one Arrow array and counted after sorting it, so 5M ids need about 500 MB.
 
 A PATH may be a file or a directory; in a directory every file under it whose name ends in the
@@ -43,7 +43,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
-import zstandard
 
 SUFFIXES = {
     "ndjson": ".ndjson",
@@ -95,20 +94,17 @@ def ndjson_ids(path: Path, compressed: bool) -> Iterator[pa.Array]:
 
     The lines are parsed by pyarrow's streaming JSON reader with a schema of ``_id`` alone, so
     ``_source`` is tokenized but never turned into Python objects; zstd files are decompressed
-    by zstandard's stream reader (across frames) on the way in.
+    by Arrow's zstd input stream (across frames) on the way in.
     """
     parse = pajson.ParseOptions(
         explicit_schema=pa.schema([("_id", pa.string())]), unexpected_field_behavior="ignore"
     )
     with contextlib.ExitStack() as stack:
+        source = stack.enter_context(pa.OSFile(str(path)))
         if compressed:
-            raw = stack.enter_context(open(path, "rb"))
-            stream = stack.enter_context(
-                zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-            )
-            source = stack.enter_context(pa.PythonFile(stream, mode="r"))
-        else:
-            source = stack.enter_context(pa.OSFile(str(path)))
+            # Arrow's own zstd stream (concatenated frames included): no Python file object
+            # is called back from Arrow's reader threads.
+            source = stack.enter_context(pa.CompressedInputStream(source, "zstd"))
         rows = 0
         try:
             reader = pajson.open_json(
@@ -123,12 +119,13 @@ def ndjson_ids(path: Path, compressed: bool) -> Iterator[pa.Array]:
                     )
                 rows += len(column)
                 yield as_ids(column)
-        except zstandard.ZstdError as e:
-            raise VerifyError(f"{path} is not valid zstd (after line {rows}): {e}") from None
         except pa.ArrowInvalid as e:
             if rows == 0 and "Empty JSON stream" in str(e):
                 return  # an empty file (or one of blank lines) holds no documents
             raise VerifyError(f"{path} is not valid NDJSON (after line {rows}): {e}") from None
+        except OSError as e:
+            what = "zstd" if compressed else "readable"
+            raise VerifyError(f"{path} is not valid {what} (after line {rows}): {e}") from None
 
 
 def csv_ids(path: Path) -> Iterator[pa.Array]:

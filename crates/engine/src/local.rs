@@ -3,6 +3,8 @@
 //! `spillway worker` processes consume ([`run_with_queue`]). The same engine either way.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use spillway_api::ExportJob;
 use spillway_queue::ShardQueue;
@@ -64,6 +66,9 @@ pub async fn run_with_queue(
     coordinate(job, queue, &opts, true).await
 }
 
+/// How long a coordinator whose job failed waits for the failed shards' dead letters.
+const DEAD_LETTER_GRACE: Duration = Duration::from_secs(5);
+
 /// The coordinator of one job, with dead letters forwarded to their runs while it runs.
 async fn coordinate(
     job: &ExportJob,
@@ -72,9 +77,10 @@ async fn coordinate(
     count_docs_on_completion: bool,
 ) -> Result<JobReport, EngineError> {
     let forwarder_cancel = opts.cancel.child_token();
+    let forwarded = Arc::new(AtomicU64::new(0));
     let forwarder = tokio::spawn(forward_dead_letters(
         queue.clone(),
-        Default::default(),
+        forwarded.clone(),
         forwarder_cancel.clone(),
     ));
     let report = run_job(
@@ -89,6 +95,24 @@ async fn coordinate(
         },
     )
     .await;
+    // A worker rejects a shard that failed for good into the dead-letter queue right after it
+    // reports the failure. Keep forwarding until those dead letters are out (briefly), so
+    // this process does not leave them behind for the next coordinator to find.
+    if let Err(e) = &report {
+        let expected = match e {
+            EngineError::ShardFailed { others, .. } | EngineError::DeadLettered { others, .. } => {
+                1 + *others as u64
+            }
+            _ => 0,
+        };
+        let deadline = tokio::time::Instant::now() + DEAD_LETTER_GRACE;
+        while forwarded.load(Relaxed) < expected
+            && tokio::time::Instant::now() < deadline
+            && !opts.cancel.is_cancelled()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     forwarder_cancel.cancel();
     match forwarder.await {
         Ok(Ok(())) => {}

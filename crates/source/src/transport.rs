@@ -235,8 +235,9 @@ impl Limiter {
 
 /// Spare receive buffers, so a worker does not allocate (and fault in) a fresh megabyte for
 /// every page. A body is read into a buffer taken from here, split off as `Bytes`, and the
-/// buffer goes back; once the page that holds the body is dropped, the buffer's next
-/// `reserve` takes the same allocation back instead of asking the allocator for a new one.
+/// buffer goes back. Once the page that holds that body is dropped, the buffer can reclaim
+/// the same allocation: `take` looks for one that can, so a buffer whose page is still being
+/// encoded by another slot is left alone.
 #[derive(Default)]
 struct BodyBuffers {
     spare: Mutex<Vec<BytesMut>>,
@@ -248,12 +249,15 @@ impl BodyBuffers {
     /// Bodies larger than this give their buffer back to the allocator instead of the pool.
     const MAX_POOLED_BODY: usize = 8 << 20;
 
-    fn take(&self) -> BytesMut {
-        self.spare
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default()
+    /// A buffer with room for `need` bytes: a spare one whose allocation is free again, or a
+    /// new one.
+    fn take(&self, need: usize) -> BytesMut {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = spare.iter_mut().position(|b| b.try_reclaim(need)) {
+            return spare.swap_remove(i);
+        }
+        drop(spare);
+        BytesMut::with_capacity(need)
     }
 
     fn give_back(&self, buf: BytesMut, body_len: usize) {
@@ -527,14 +531,12 @@ impl Transport {
     /// Reads the whole body chunk by chunk into a pooled buffer. Each chunk is dropped as
     /// soon as it is copied, so hyper reuses its read buffer too.
     async fn read_body(&self, mut resp: reqwest::Response, status: u16) -> Result<Bytes, Attempt> {
-        let mut buf = self.buffers.take();
-        if let Some(len) = resp.content_length() {
-            buf.reserve(
-                usize::try_from(len)
-                    .unwrap_or(0)
-                    .min(BodyBuffers::MAX_POOLED_BODY),
-            );
-        }
+        let need = resp
+            .content_length()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(64 << 10)
+            .min(BodyBuffers::MAX_POOLED_BODY);
+        let mut buf = self.buffers.take(need);
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
