@@ -13,7 +13,7 @@
 //! The first page asks `track_total_hits: true`; paging stops at an empty page or when
 //! the count is reached, and a mismatch is [`SourceError::Truncated`].
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::Method;
 use serde_json::{Value, json};
 use spillway_api::{SliceRef, TimeWindow};
@@ -63,6 +63,9 @@ pub struct ShardReader {
     exported: u64,
     started: bool,
     done: bool,
+    /// Receives every page's body: the previous page is dropped before the next request, so
+    /// each response reuses this allocation.
+    recv: BytesMut,
 }
 
 impl std::fmt::Debug for ShardReader {
@@ -148,6 +151,7 @@ impl ShardReader {
             exported: 0,
             started: false,
             done: false,
+            recv: BytesMut::new(),
         }
     }
 
@@ -347,11 +351,16 @@ impl ShardReader {
         Ok(Some(page))
     }
 
-    async fn fetch(&self, method: Method, path: &str, body: Bytes) -> Result<Page, SourceError> {
+    async fn fetch(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Page, SourceError> {
         let transport = self.client.transport();
         let url = transport.url_for(path.split('?').next().unwrap_or(path));
         transport
-            .execute(method, path, Some(body), |resp| {
+            .execute_into(method, path, Some(body), &mut self.recv, |resp| {
                 if !resp.is_success() {
                     return classify_failure(&url, &resp);
                 }

@@ -233,44 +233,6 @@ impl Limiter {
     }
 }
 
-/// Spare receive buffers, so a worker does not allocate (and fault in) a fresh megabyte for
-/// every page. A body is read into a buffer taken from here, split off as `Bytes`, and the
-/// buffer goes back. Once the page that holds that body is dropped, the buffer can reclaim
-/// the same allocation: `take` looks for one that can, so a buffer whose page is still being
-/// encoded by another slot is left alone.
-#[derive(Default)]
-struct BodyBuffers {
-    spare: Mutex<Vec<BytesMut>>,
-}
-
-impl BodyBuffers {
-    /// At most this many spare buffers are kept (more than the concurrent requests of a worker).
-    const MAX_SPARE: usize = 16;
-    /// Bodies larger than this give their buffer back to the allocator instead of the pool.
-    const MAX_POOLED_BODY: usize = 8 << 20;
-
-    /// A buffer with room for `need` bytes: a spare one whose allocation is free again, or a
-    /// new one.
-    fn take(&self, need: usize) -> BytesMut {
-        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = spare.iter_mut().position(|b| b.try_reclaim(need)) {
-            return spare.swap_remove(i);
-        }
-        drop(spare);
-        BytesMut::with_capacity(need)
-    }
-
-    fn give_back(&self, buf: BytesMut, body_len: usize) {
-        if body_len > Self::MAX_POOLED_BODY {
-            return;
-        }
-        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.len() < Self::MAX_SPARE {
-            spare.push(buf);
-        }
-    }
-}
-
 pub(crate) struct Transport {
     http: reqwest::Client,
     /// Base URL without user info and without a trailing slash.
@@ -280,8 +242,44 @@ pub(crate) struct Transport {
     retry: RetryPolicy,
     timeout: Duration,
     limiter: Option<Limiter>,
-    buffers: BodyBuffers,
     pub stats: ClientStats,
+}
+
+/// Reads a whole body chunk by chunk into `recv` and splits it off. Each chunk is dropped as
+/// soon as it is copied, so hyper can reuse its read buffer too.
+async fn read_body(
+    mut resp: reqwest::Response,
+    status: u16,
+    recv: &mut BytesMut,
+) -> Result<Bytes, Attempt> {
+    /// A body larger than this is not reserved up front from its `Content-Length`.
+    const MAX_RESERVE: usize = 64 << 20;
+    recv.clear();
+    if let Some(len) = resp.content_length().and_then(|n| usize::try_from(n).ok()) {
+        recv.reserve(len.min(MAX_RESERVE));
+    }
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => recv.extend_from_slice(&chunk),
+            Ok(None) => return Ok(recv.split().freeze()),
+            Err(e) => {
+                recv.clear();
+                return Err(Attempt::Transient(if e.is_timeout() {
+                    Transient::new(
+                        RetryReason::Timeout,
+                        Some(status),
+                        "timed out reading the body",
+                    )
+                } else {
+                    Transient::new(
+                        RetryReason::Connection,
+                        Some(status),
+                        format!("the response body was cut off: {}", error_chain(&e)),
+                    )
+                }));
+            }
+        }
+    }
 }
 
 /// The URL with any `user:password@` removed, for messages and logs.
@@ -370,7 +368,6 @@ impl Transport {
             retry: config.retry.clone(),
             timeout: config.request_timeout,
             limiter,
-            buffers: BodyBuffers::default(),
             stats: ClientStats::default(),
         })
     }
@@ -396,12 +393,27 @@ impl Transport {
         method: Method,
         path: &str,
         body: Option<Bytes>,
+        handle: impl FnMut(Response) -> Verdict<T>,
+    ) -> Result<T, SourceError> {
+        self.execute_into(method, path, body, &mut BytesMut::new(), handle)
+            .await
+    }
+
+    /// [`Transport::execute`], reading response bodies into `recv`. A caller that keeps
+    /// `recv` across requests and drops each body before the next request gets the same
+    /// allocation back every time, instead of a fresh one (and fresh pages) per response.
+    pub async fn execute_into<T>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        recv: &mut BytesMut,
         mut handle: impl FnMut(Response) -> Verdict<T>,
     ) -> Result<T, SourceError> {
         let url = self.url_for(path);
         let mut retries = 0u32;
         loop {
-            let transient = match self.attempt(&method, &url, body.as_ref()).await {
+            let transient = match self.attempt(&method, &url, body.as_ref(), recv).await {
                 Ok(resp) => match handle(resp) {
                     Verdict::Done(v) => return Ok(v),
                     Verdict::Fail(e) => return Err(e),
@@ -475,6 +487,7 @@ impl Transport {
         method: &Method,
         url: &str,
         body: Option<&Bytes>,
+        recv: &mut BytesMut,
     ) -> Result<Response, Attempt> {
         if let Some(l) = &self.limiter {
             l.acquire().await;
@@ -497,13 +510,17 @@ impl Transport {
             req = req.body(b.clone());
         }
         let started = Instant::now();
-        let result = self.send(req).await;
+        let result = self.send(req, recv).await;
         self.stats.request_seconds.observe(started.elapsed());
         result
     }
 
     /// Sends one request and reads its whole body.
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response, Attempt> {
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        recv: &mut BytesMut,
+    ) -> Result<Response, Attempt> {
         let resp = req.send().await.map_err(|e| {
             let t = send_error(&e);
             if t.connect && is_tls_verification_failure(&t.detail) {
@@ -517,7 +534,7 @@ impl Transport {
         })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = self.read_body(resp, status).await?;
+        let body = read_body(resp, status, recv).await?;
         self.stats
             .bytes_received
             .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -526,43 +543,6 @@ impl Transport {
             headers,
             body,
         })
-    }
-
-    /// Reads the whole body chunk by chunk into a pooled buffer. Each chunk is dropped as
-    /// soon as it is copied, so hyper reuses its read buffer too.
-    async fn read_body(&self, mut resp: reqwest::Response, status: u16) -> Result<Bytes, Attempt> {
-        let need = resp
-            .content_length()
-            .and_then(|n| usize::try_from(n).ok())
-            .unwrap_or(64 << 10)
-            .min(BodyBuffers::MAX_POOLED_BODY);
-        let mut buf = self.buffers.take(need);
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-                Ok(None) => break,
-                Err(e) => {
-                    buf.clear();
-                    self.buffers.give_back(buf, 0);
-                    return Err(Attempt::Transient(if e.is_timeout() {
-                        Transient::new(
-                            RetryReason::Timeout,
-                            Some(status),
-                            "timed out reading the body",
-                        )
-                    } else {
-                        Transient::new(
-                            RetryReason::Connection,
-                            Some(status),
-                            format!("the response body was cut off: {}", error_chain(&e)),
-                        )
-                    }));
-                }
-            }
-        }
-        let body = buf.split().freeze();
-        self.buffers.give_back(buf, body.len());
-        Ok(body)
     }
 
     fn authorize(
