@@ -23,11 +23,13 @@ mod worker;
 /// shards stayed resident. The process therefore re-executes itself once with
 /// `MIMALLOC_PURGE_DELAY=0` (an explicit value in the environment is kept).
 ///
-/// The price is CPU: a response body or an encoded page freed and allocated again in the next
-/// page cycle gets fresh pages that the kernel faults in and zeroes. With 1 KiB documents and
-/// 4 shard slots, `MIMALLOC_PURGE_DELAY=1` takes 25% less CPU per document (plain NDJSON:
-/// 2.6 vs 3.4 CPU-s per 1M) but peaks 15-25 MiB higher (bench/rss.sh: 147-156 vs 127 MiB),
-/// past the 150 MiB budget; set it where CPU costs more than memory.
+/// The price is CPU: memory freed and allocated again in the next page cycle (hyper's read
+/// buffers above all, since it reads one chunk ahead) gets fresh pages that the kernel faults
+/// in and zeroes. With 1 KiB documents and 4 shard slots, `MIMALLOC_PURGE_DELAY=10` takes about
+/// 20-30% less CPU per document (plain NDJSON: 2.1 vs 2.6 CPU-s per 1M, 15k vs 240k page
+/// faults; zstd Parquet to S3: 9.6 vs 13.4), but the Parquet export then peaks at 169 MiB
+/// instead of 129 (bench/rss.sh, 1M), past the 150 MiB budget; set it where CPU costs more
+/// than memory.
 fn purge_at_once() {
     use std::os::unix::process::CommandExt;
     const VAR: &str = "MIMALLOC_PURGE_DELAY";
