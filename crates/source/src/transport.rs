@@ -245,8 +245,10 @@ pub(crate) struct Transport {
     pub stats: ClientStats,
 }
 
-/// Reads a whole body chunk by chunk into `recv` and splits it off. Each chunk is dropped as
-/// soon as it is copied, so hyper can reuse its read buffer too.
+/// Reads a whole body chunk by chunk into `recv` and splits it off; each chunk is dropped as
+/// soon as it is copied. (hyper reads one chunk ahead, so its own read buffer is rarely free
+/// to reuse; the page faults that remain come from there, see the allocator notes in the
+/// `spillway` binary.)
 async fn read_body(
     mut resp: reqwest::Response,
     status: u16,
