@@ -144,19 +144,14 @@ fn the_verifier_refuses_missing_and_duplicated_documents() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let missing = verify(&good, 4);
-    assert!(!missing.status.success(), "one document short must fail");
-    assert!(
-        String::from_utf8_lossy(&missing.stderr).contains("missing"),
-        "{}",
-        String::from_utf8_lossy(&missing.stderr)
-    );
+    fails_saying(&verify(&good, 4), "missing", "one document short must fail");
     let dup = write("dup.ndjson", &["a", "b", "b"]);
-    let dup = verify(&dup, 3);
-    assert!(!dup.status.success(), "a duplicate must fail");
-    assert!(
-        String::from_utf8_lossy(&dup.stderr).contains("duplicated"),
-        "{}",
-        String::from_utf8_lossy(&dup.stderr)
-    );
+    fails_saying(&verify(&dup, 3), "duplicated", "a duplicate must fail");
+}
+
+/// The verifier exited non-zero and its stderr names the problem.
+fn fails_saying(out: &std::process::Output, word: &str, why: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{why}");
+    assert!(stderr.contains(word), "{stderr}");
 }
