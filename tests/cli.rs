@@ -1,47 +1,15 @@
 //! The `spillway` binary as users run it: a job killed mid-way resumes from its finished
 //! shards, and bad input fails with one clear line, a non-zero exit and no `_SUCCESS`.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use searchsim::datagen::DataSpec;
 use searchsim::{Config, Faults};
+use spillway_e2e::cli::*;
 use spillway_e2e::*;
 
-fn write_job(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, body).unwrap();
-    path
-}
-
-fn job_text(name: &str, url: &str, indices: &str, range: &str, out: &Path, extra: &str) -> String {
-    format!(
-        "apiVersion: spillway.dev/v1alpha1\nkind: ExportJob\nmetadata:\n  name: {name}\nspec:\n  source:\n    url: {url}\n    indices: [{indices}]\n{extra}  timeRange:\n    field: \"@timestamp\"\n{range}  sharding:\n    targetDocsPerShard: 2000\n  retry:\n    maxAttempts: 2\n  output:\n    format: ndjson\n    compression: none\n    includeMetadata: true\n    destination:\n      volume:\n        path: {}\n",
-        out.display()
-    )
-}
-
 const MARCH: &str = "    gte: 2024-03-01T00:00:00Z\n    lt: 2024-03-04T00:00:00Z\n";
-
-fn files_named(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
-    files_under(dir)
-        .into_iter()
-        .filter(|p| p.file_name().and_then(|n| n.to_str()) == Some(name))
-        .collect()
-}
-
-fn markers(dir: &Path) -> usize {
-    files_under(dir)
-        .iter()
-        .filter(|p| {
-            p.parent()
-                .and_then(|p| p.file_name())
-                .and_then(|n| n.to_str())
-                == Some("shards")
-        })
-        .count()
-}
 
 fn spec() -> DataSpec {
     DataSpec {
@@ -141,42 +109,14 @@ async fn heavy_killed_run_resumes_from_finished_shards() {
         "resumed run failed: {stdout}{}",
         String::from_utf8_lossy(&second.stderr)
     );
-    let reused: usize = stdout
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split(", ")
-        .find_map(|part| {
-            part.strip_suffix(" shards reused from an earlier run")
-                .and_then(|n| n.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("the second run reports reused shards: {stdout}"));
+    let reused = reused_shards(&stdout);
     assert!(
         reused >= finished.min(3),
         "reused {reused} of {finished} finished shards"
     );
 
     // Exactly the source, no duplicates from the killed attempt.
-    let mut ids = Vec::new();
-    let mut stack = vec![out.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().and_then(|e| e.to_str()) == Some("ndjson") {
-                let name = p.file_name().unwrap().to_str().unwrap();
-                assert!(
-                    name.starts_with("part-"),
-                    "only committed files remain: {name}"
-                );
-                let body = std::fs::read(&p).unwrap();
-                for line in ndjson_rows(name, &body) {
-                    ids.push(line["_id"].as_str().unwrap().to_string());
-                }
-            }
-        }
-    }
+    let mut ids = committed_ndjson_ids(&out);
     let mut want: Vec<String> = searchsim::datagen::docs(&spec).map(|d| d.id).collect();
     want.sort();
     ids.sort();
@@ -191,30 +131,6 @@ async fn heavy_killed_run_resumes_from_finished_shards() {
     assert!(third.status.success());
     assert!(String::from_utf8_lossy(&third.stdout).contains("already complete"));
     sim.shutdown().await;
-}
-
-/// Runs the binary on a job and returns its last stderr line; asserts failure and no _SUCCESS.
-fn fails(job: &Path, out: &Path, secrets: Option<&Path>) -> String {
-    let mut cmd = Command::new(bin("spillway"));
-    cmd.args(["run", "--no-progress"]).arg(job);
-    if let Some(s) = secrets {
-        cmd.arg("--secrets-dir").arg(s);
-    }
-    let o = cmd.output().expect("spillway runs");
-    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(
-        !o.status.success(),
-        "{} should fail; stderr: {stderr}",
-        job.display()
-    );
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "exactly one error line: {stderr}");
-    assert!(
-        files_named(out, "_SUCCESS").is_empty(),
-        "no _SUCCESS for {}",
-        job.display()
-    );
-    errors[0].to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

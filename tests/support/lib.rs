@@ -2,7 +2,11 @@
 //! loaded with generated data, SeaweedFS access, and readers that decode every output format
 //! back into JSON so tests can compare exports with the source documents.
 
+pub mod cli;
 pub mod procs;
+pub mod real;
+pub mod scenarios;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::io::Read;
