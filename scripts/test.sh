@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs spillway's whole test suite on a fresh machine: installs what the tests need (Python
-# clients and chart tools, elasticdump, the benchmark's tools, SeaweedFS, RabbitMQ), starts the services on
+# clients and chart tools, elasticdump, the benchmark's tools, SeaweedFS, RabbitMQ, OpenSearch
+# 2.19 and 3.x nodes from Maven artifacts), starts the services on
 # 127.0.0.1, checks formatting and
 # lints, then runs every test with cargo-nextest. The last line is nextest's summary.
 set -euo pipefail
@@ -38,12 +39,28 @@ scripts/deps/python.sh
 scripts/deps/node.sh
 scripts/deps/bench.sh
 
-log "starting SeaweedFS (S3) and RabbitMQ on 127.0.0.1"
+log "starting SeaweedFS (S3), RabbitMQ and real OpenSearch 2.19 and 3.x nodes on 127.0.0.1"
+stop_services() {
+  scripts/services/seaweedfs.sh stop >/dev/null 2>&1 || true
+  scripts/services/rabbitmq.sh stop >/dev/null 2>&1 || true
+  scripts/services/opensearch.sh stop 2 >/dev/null 2>&1 || true
+  scripts/services/opensearch.sh stop 3 >/dev/null 2>&1 || true
+}
+trap stop_services EXIT
+# The OpenSearch nodes build from Maven artifacts on first use (about 25 s each, cached in
+# ~/.m2 and .work/) and start in the background while the other services come up.
+scripts/services/opensearch.sh start 2 &
+os2=$!
+scripts/services/opensearch.sh start 3 &
+os3=$!
 scripts/services/seaweedfs.sh start
 scripts/services/rabbitmq.sh start
-trap 'scripts/services/seaweedfs.sh stop >/dev/null 2>&1 || true; scripts/services/rabbitmq.sh stop >/dev/null 2>&1 || true' EXIT
+wait "$os2" || { echo "error: the OpenSearch 2.19 test node did not start (see above)" >&2; exit 1; }
+wait "$os3" || { echo "error: the OpenSearch 3.x test node did not start (see above)" >&2; exit 1; }
 eval "$(scripts/services/seaweedfs.sh env)"
 eval "$(scripts/services/rabbitmq.sh env)"
+eval "$(scripts/services/opensearch.sh env 2)"
+eval "$(scripts/services/opensearch.sh env 3)"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

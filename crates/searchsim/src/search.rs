@@ -1093,6 +1093,7 @@ impl Cluster {
                 SortSpec::Score { .. } => OutKind::Score,
                 SortSpec::Doc { .. } => OutKind::Doc,
                 SortSpec::ShardDoc { .. } => OutKind::ShardDoc,
+                SortSpec::Field { field, .. } if field == "_index" => OutKind::Str,
                 SortSpec::Field { field, .. } if field == "_id" => {
                     if !self.id_field_data_enabled(st) {
                         return Err(ApiError::shard_failure(
@@ -1170,7 +1171,9 @@ impl Cluster {
             let resolved: Vec<(Option<u32>, Option<Dv>)> = specs
                 .iter()
                 .map(|s| match s {
-                    SortSpec::Field { field, .. } if field == "_id" => (None, None),
+                    SortSpec::Field { field, .. } if field == "_id" || field == "_index" => {
+                        (None, None)
+                    }
                     SortSpec::Field { field, missing, .. } => {
                         let info = idx.mapping.fields.get(field);
                         let slot = info.and_then(|i| i.slot);
@@ -1217,6 +1220,9 @@ impl Cluster {
                             SortSpec::ShardDoc { .. } => Some(Dv::I(sd as i64)),
                             SortSpec::Field { field, .. } if field == "_id" => {
                                 Some(Dv::S(doc.id.clone()))
+                            }
+                            SortSpec::Field { field, .. } if field == "_index" => {
+                                Some(Dv::S(idx.name.as_str().into()))
                             }
                             SortSpec::Field { desc, .. } => {
                                 let mut best: Option<DvRef<'_>> = None;

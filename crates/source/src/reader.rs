@@ -16,7 +16,7 @@
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use serde_json::{Value, json};
-use spillway_api::{SliceRef, TimeWindow};
+use spillway_api::{Flavor, SliceRef, TimeWindow};
 
 use crate::client::{Client, SnapshotKind, Target, filtered_query, index_path};
 use crate::error::{RetryReason, SourceError};
@@ -138,7 +138,15 @@ impl ShardReader {
         })();
         let sort = match &mode {
             Ok(Mode::Scroll { .. }) => json!(["_doc"]),
-            Ok(Mode::Pit { .. }) if info.capabilities.shard_doc => json!([{"_shard_doc": "asc"}]),
+            // OpenSearch's `_shard_doc` holds the shard number within its index, not the
+            // shard's position in the whole search (as Elasticsearch's does): two indices'
+            // shards of the same number tie, and `search_after` would skip documents at a
+            // page boundary. `_index` first makes the order total (no fielddata: the index
+            // name is a constant per shard).
+            Ok(Mode::Pit { .. }) if info.capabilities.shard_doc => match info.flavor {
+                Flavor::Opensearch => json!([{"_index": "asc"}, {"_shard_doc": "asc"}]),
+                Flavor::Elasticsearch => json!([{"_shard_doc": "asc"}]),
+            },
             _ => json!([{ tiebreaker: "asc" }]),
         };
         ShardReader {

@@ -223,7 +223,7 @@ async fn opensearch_2_reads_every_document_once_with_a_tiebreaker_field() {
 async fn opensearch_3_3_reads_every_document_once_with_shard_doc() {
     full_read(
         Config::opensearch_3(),
-        json!([{"_shard_doc": "asc"}]),
+        json!([{"_index": "asc"}, {"_shard_doc": "asc"}]),
         Flavor::Opensearch,
     )
     .await;
