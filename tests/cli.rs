@@ -98,38 +98,7 @@ async fn heavy_killed_run_resumes_from_finished_shards() {
     );
 
     sim.cluster().set_faults(Faults::default()).unwrap();
-    let second = Command::new(bin("spillway"))
-        .args(["run", "--workers", "4", "--no-progress"])
-        .arg(&job)
-        .output()
-        .expect("spillway runs");
-    let stdout = String::from_utf8_lossy(&second.stdout);
-    assert!(
-        second.status.success(),
-        "resumed run failed: {stdout}{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
-    let reused = reused_shards(&stdout);
-    assert!(
-        reused >= finished.min(3),
-        "reused {reused} of {finished} finished shards"
-    );
-
-    // Exactly the source, no duplicates from the killed attempt.
-    let mut ids = committed_ndjson_ids(&out);
-    let mut want: Vec<String> = searchsim::datagen::docs(&spec).map(|d| d.id).collect();
-    want.sort();
-    ids.sort();
-    assert_eq!(ids.len(), want.len(), "document count after resume");
-    assert!(ids == want, "resumed output differs from the source");
-    // A third run finds the job complete and reads nothing.
-    let third = Command::new(bin("spillway"))
-        .args(["run", "--no-progress"])
-        .arg(&job)
-        .output()
-        .unwrap();
-    assert!(third.status.success());
-    assert!(String::from_utf8_lossy(&third.stdout).contains("already complete"));
+    resume_and_check(&job, &out, finished, &spec);
     sim.shutdown().await;
 }
 

@@ -256,35 +256,7 @@ async fn killed_run_resumes(server: Server) {
         "the run was killed mid-way ({finished} of 20 shards)"
     );
 
-    let second = Command::new(bin("spillway"))
-        .args(["run", "--workers", "4", "--no-progress"])
-        .arg(&job)
-        .output()
-        .expect("spillway runs");
-    let stdout = String::from_utf8_lossy(&second.stdout);
-    assert!(
-        second.status.success(),
-        "resumed run failed: {stdout}{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
-    let reused = reused_shards(&stdout);
-    assert!(
-        reused >= finished.min(3),
-        "reused {reused} of {finished} finished shards"
-    );
-    let mut ids = committed_ndjson_ids(&out);
-    let mut want: Vec<String> = searchsim::datagen::docs(&spec).map(|d| d.id).collect();
-    want.sort();
-    ids.sort();
-    assert_eq!(ids.len(), want.len(), "document count after resume");
-    assert!(ids == want, "resumed output differs from the source");
-    let third = Command::new(bin("spillway"))
-        .args(["run", "--no-progress"])
-        .arg(&job)
-        .output()
-        .unwrap();
-    assert!(third.status.success());
-    assert!(String::from_utf8_lossy(&third.stdout).contains("already complete"));
+    resume_and_check(&job, &out, finished, &spec);
     cluster.delete_indices().await;
 }
 
