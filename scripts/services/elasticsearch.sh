@@ -27,6 +27,8 @@
 # Ports: HTTP on ${SPILLWAY_ELASTICSEARCH_HTTP_PORT:-9280}, transport on
 # ${SPILLWAY_ELASTICSEARCH_TRANSPORT_PORT:-9380}. Heap: ${SPILLWAY_ELASTICSEARCH_HEAP:-512m}.
 set -euo pipefail
+# shellcheck source=scripts/services/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 src="${repo_root}/scripts/services/elasticsearch"
@@ -125,20 +127,6 @@ node_ready() {
   [[ "$(http_code '/_cluster/health?wait_for_status=yellow&timeout=2s')" == 200 ]]
 }
 
-port_busy() {
-  python3 - "$1" <<'PY' 2>/dev/null
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(0)
-finally:
-    s.close()
-sys.exit(1)
-PY
-}
 
 wait_ready() {
   local pid="$1" deadline=$((SECONDS + start_timeout))

@@ -36,6 +36,8 @@
 # Other knobs: SPILLWAY_OPENSEARCH_HEAP (512m), SPILLWAY_OPENSEARCH_START_TIMEOUT (180 s),
 # SPILLWAY_OPENSEARCH2_JAVA_HOME / SPILLWAY_OPENSEARCH3_JAVA_HOME (the JDK to run each with).
 set -euo pipefail
+# shellcheck source=scripts/services/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 work="${repo_root}/.work"
@@ -168,21 +170,6 @@ http_code() {
   curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${url}$1" 2>/dev/null || true
 }
 
-port_busy() {
-  python3 - "$1" <<'PY' 2>/dev/null
-import socket, sys
-s = socket.socket()
-# As the node binds: connections of a node just stopped (TIME_WAIT) do not block the port.
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(0)
-finally:
-    s.close()
-sys.exit(1)
-PY
-}
 
 write_config() {
   mkdir -p "${home}/config" "${home}/plugins" "${home}/modules" "${state}/tmp"

@@ -16,6 +16,8 @@
 # ${SPILLWAY_RABBITMQ_DIST_PORT:-25682}, epmd on ${SPILLWAY_RABBITMQ_EPMD_PORT:-4370}.
 # The default user guest/guest may only connect from loopback, which is all the tests need.
 set -euo pipefail
+# shellcheck source=scripts/services/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 work="${repo_root}/.work"
@@ -105,20 +107,6 @@ finally:
 PY
 }
 
-port_busy() {
-  python3 - "$1" <<'PY' 2>/dev/null
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(0)
-finally:
-    s.close()
-sys.exit(1)
-PY
-}
 
 prepare_dirs() {
   mkdir -p "${mnesia}" "${logs}"

@@ -12,6 +12,8 @@
 # SPILLWAY_SEAWEED_MASTER_PORT (19333), SPILLWAY_SEAWEED_VOLUME_PORT (19340),
 # SPILLWAY_SEAWEED_FILER_PORT (18888) and their gRPC ports (+10000).
 set -euo pipefail
+# shellcheck source=scripts/services/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SEAWEEDFS_VERSION="4.48"
 ACCESS_KEY="AKIDTEST"
@@ -99,21 +101,6 @@ with urllib.request.urlopen(req, timeout=2) as r:
 PY
 }
 
-port_busy() {
-  python3 - "$1" <<'PY' 2>/dev/null
-import socket, sys
-s = socket.socket()
-# Like the Go listener: connections in TIME_WAIT do not block the port, a listener does.
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(0)
-finally:
-    s.close()
-sys.exit(1)
-PY
-}
 
 cmd_start() {
   local weed
