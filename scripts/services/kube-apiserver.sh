@@ -173,9 +173,14 @@ EXT
   ) >"${state}/pki.log" 2>&1 || { cat "${state}/pki.log" >&2; die "certificate generation with openssl failed"; }
 }
 
-write_admin_kubeconfig() {
-  local tmp="${admin_kubeconfig}.tmp"
-  cat >"${tmp}" <<EOF
+# write_kubeconfig OUT USER NAMESPACE CREDENTIALS: a kubeconfig for this API server, readable by
+# its owner only; CREDENTIALS are the lines under `user:` (already indented by four spaces).
+write_kubeconfig() {
+  local out="$1" user="$2" namespace="$3" credentials="$4" tmp="$1.tmp"
+  mkdir -p "$(dirname "${out}")"
+  (
+    umask 077
+    cat >"${tmp}" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -184,20 +189,25 @@ clusters:
     server: ${server}
     certificate-authority-data: $(base64 -w0 <"${pki}/ca.crt")
 users:
-- name: spillway-admin
+- name: ${user}
   user:
-    client-certificate-data: $(base64 -w0 <"${pki}/admin.crt")
-    client-key-data: $(base64 -w0 <"${pki}/admin.key")
+${credentials}
 contexts:
-- name: spillway-admin
+- name: ${user}
   context:
     cluster: spillway-test
-    user: spillway-admin
-    namespace: default
-current-context: spillway-admin
+    user: ${user}
+    namespace: ${namespace}
+current-context: ${user}
 EOF
-  chmod 600 "${tmp}"
-  mv -f "${tmp}" "${admin_kubeconfig}"
+  )
+  mv -f "${tmp}" "${out}"
+}
+
+write_admin_kubeconfig() {
+  write_kubeconfig "${admin_kubeconfig}" spillway-admin default \
+    "    client-certificate-data: $(base64 -w0 <"${pki}/admin.crt")
+    client-key-data: $(base64 -w0 <"${pki}/admin.key")"
 }
 
 # --- processes -------------------------------------------------------------------------------
@@ -384,30 +394,7 @@ cmd_sa_kubeconfig() {
   local token
   token="$("${k[@]}" -n "${ns}" create token "${sa}" --duration="${SPILLWAY_KUBE_SA_TOKEN_DURATION:-2h}")" \
     || die "TokenRequest for ${ns}/${sa} failed"
-  mkdir -p "$(dirname "${out}")"
-  (
-    umask 077
-    cat >"${out}" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: spillway-test
-  cluster:
-    server: ${server}
-    certificate-authority-data: $(base64 -w0 <"${pki}/ca.crt")
-users:
-- name: ${ns}-${sa}
-  user:
-    token: ${token}
-contexts:
-- name: ${ns}-${sa}
-  context:
-    cluster: spillway-test
-    user: ${ns}-${sa}
-    namespace: ${ns}
-current-context: ${ns}-${sa}
-EOF
-  )
+  write_kubeconfig "${out}" "${ns}-${sa}" "${ns}" "    token: ${token}"
   echo "${out}"
 }
 
