@@ -39,7 +39,8 @@ pub fn files_named(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// Shard markers written below `dir`.
+/// Shard markers committed below `dir` (not the hidden temporary file of a marker being
+/// written, which a killed run can leave behind).
 pub fn markers(dir: &Path) -> usize {
     files_under(dir)
         .iter()
@@ -48,6 +49,9 @@ pub fn markers(dir: &Path) -> usize {
                 .and_then(|p| p.file_name())
                 .and_then(|n| n.to_str())
                 == Some("shards")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.'))
         })
         .count()
 }
