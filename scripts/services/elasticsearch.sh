@@ -112,8 +112,10 @@ node_pid() {
   pid="$(tr -d '[:space:]' <"${pidfile}")"
   [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null || return 1
   # Not a recycled pid: our launcher class with our home directory on its command line.
-  tr '\0' '\n' <"/proc/${pid}/cmdline" 2>/dev/null | grep -qxF -- "${main_class}" || return 1
-  tr '\0' '\n' <"/proc/${pid}/cmdline" 2>/dev/null | grep -qxF -- "path.home=${home}" || return 1
+  local cmdline
+  cmdline="$(proc_cmdline "${pid}")" || return 1
+  grep -qxF -- "${main_class}" <<<"${cmdline}" || return 1
+  grep -qxF -- "path.home=${home}" <<<"${cmdline}" || return 1
   echo "${pid}"
 }
 

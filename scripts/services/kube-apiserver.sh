@@ -32,6 +32,8 @@
 # Deployments/Jobs/... never get Pods, garbage collection (ownerReferences) does not run, and no
 # ServiceAccount token Secrets are populated. TokenRequest (`kubectl create token`) works.
 set -euo pipefail
+# shellcheck source=scripts/services/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 module="${repo_root}/scripts/services/kube"
@@ -218,13 +220,10 @@ live_pid() {
   [[ -f "${pidfile}" ]] || return 1
   pid="$(tr -d '[:space:]' <"${pidfile}")"
   [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null || return 1
-  tr '\0' '\n' <"/proc/${pid}/cmdline" 2>/dev/null | head -n1 | grep -q "/${binary}\$" || return 1
+  local cmdline
+  cmdline="$(proc_cmdline "${pid}")" || return 1
+  [[ "${cmdline%%$'\n'*}" == */"${binary}" ]] || return 1
   echo "${pid}"
-}
-
-port_busy() {
-  # A listener on 127.0.0.1:PORT accepts the connection.
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 ready() {

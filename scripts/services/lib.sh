@@ -17,3 +17,12 @@ finally:
 sys.exit(1)
 PY
 }
+
+# proc_cmdline PID: the process's arguments, one a line; fails when it is gone. Scripts match
+# on the result held in a variable: `tr | grep -q` under pipefail fails now and then (grep
+# exits early, tr dies of SIGPIPE), which made a running server look stopped.
+proc_cmdline() {
+  local out
+  out="$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null)" || return 1
+  printf '%s\n' "${out}"
+}

@@ -158,10 +158,9 @@ node_pid() {
   local pid
   pid="$(tr -d '[:space:]' <"${pidfile}")"
   [[ "${pid}" =~ ^[0-9]+$ ]] && kill -0 "${pid}" 2>/dev/null || return 1
-  # Make sure the pid is still our JVM and not a recycled pid. (Read the command line into a
-  # variable first: `tr | grep -q` fails now and then under pipefail when grep exits early.)
+  # Make sure the pid is still our JVM and not a recycled pid.
   local cmdline
-  cmdline="$(tr '\0' '\n' <"/proc/${pid}/cmdline" 2>/dev/null)" || return 1
+  cmdline="$(proc_cmdline "${pid}")" || return 1
   grep -qxF -- "-Dspillway.setting.path.home=${home}" <<<"${cmdline}" || return 1
   echo "${pid}"
 }

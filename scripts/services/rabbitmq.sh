@@ -86,9 +86,12 @@ node_pid() {
   [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null || return 1
   # Make sure the pid is still our node and not a recycled pid: a BEAM started with our data
   # dir (its environment is readable by root and by the `rabbitmq` user only).
-  tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -q "beam" || return 1
+  local cmdline environ
+  cmdline="$(proc_cmdline "${pid}")" || return 1
+  [[ "${cmdline}" == *beam* ]] || return 1
   if [[ -r "/proc/${pid}/environ" ]]; then
-    tr '\0' '\n' <"/proc/${pid}/environ" | grep -qxF -- "RABBITMQ_MNESIA_BASE=${mnesia}" || return 1
+    environ="$(tr '\0' '\n' <"/proc/${pid}/environ")"
+    grep -qxF -- "RABBITMQ_MNESIA_BASE=${mnesia}" <<<"${environ}" || return 1
   fi
   echo "${pid}"
 }

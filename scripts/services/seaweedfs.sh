@@ -73,7 +73,9 @@ running_pid() {
   pid="$(cat "${pidfile}")"
   [[ -n "${pid}" ]] && kill -0 "${pid}" 2>/dev/null || return 1
   # Make sure the pid is still our weed and not a recycled pid.
-  tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -q "weed mini" || return 1
+  local cmdline
+  cmdline="$(proc_cmdline "${pid}")" || return 1
+  [[ "${cmdline}" == *weed*$'\n'mini* ]] || return 1
   echo "${pid}"
 }
 
