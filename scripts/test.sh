@@ -68,6 +68,8 @@ log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "building binaries (the end-to-end tests run them)"
 cargo build --workspace --bins --locked -q
+# The end-to-end tests run these binaries as they are (tests/support/lib.rs `bin`).
+export SPILLWAY_BIN_DIR="$PWD/target/debug"
 log "doc tests"
 cargo test --workspace --doc --locked -q
 log "tests"

@@ -155,11 +155,12 @@ async fn rejections_unavailability_and_latency_do_not_change_the_output() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn opensearch_2_without_shard_doc_pages_by_id_or_a_tiebreaker_field() {
+async fn opensearch_2_without_shard_doc_walks_index_shards_or_pages_by_a_tiebreaker_field() {
     let spec = small_spec(9);
     let (sim, _) = sim_with(Config::opensearch(), &spec).await;
-    // The default tiebreaker before OpenSearch 3.3 is `_id`; a unique field can replace it.
-    for (name, tiebreaker) in [("os2-id", None), ("os2-field", Some("event.id"))] {
+    // Before OpenSearch 3.3 there is no `_shard_doc`: by default every planned shard reads
+    // one index shard in `_doc` order (no `_id` fielddata); a unique field can replace that.
+    for (name, tiebreaker) in [("os2-walk", None), ("os2-field", Some("event.id"))] {
         let out = tempfile::tempdir().unwrap();
         let mut j = job(
             name,
@@ -171,10 +172,25 @@ async fn opensearch_2_without_shard_doc_pages_by_id_or_a_tiebreaker_field() {
         j.spec.source.tiebreaker_field = tiebreaker.map(str::to_string);
         let (report, _) = run(&j, LocalSecrets::default(), 4).await;
         let report = report.unwrap_or_else(|e| panic!("OpenSearch 2.19 export ({name}): {e}"));
+        let run_dir = out.path().join(format!("{name}/{}", report.run_id));
         assert_exact(
             &spec,
             exported_ids(out.path(), &format!("{name}/{}", report.run_id)).await,
         );
+        let plan: spillway_api::Plan = serde_json::from_slice(
+            &std::fs::read(run_dir.join(spillway_api::layout::PLAN)).unwrap(),
+        )
+        .unwrap();
+        let walked = plan.shards.iter().filter(|s| s.index.is_some()).count();
+        match tiebreaker {
+            None => assert_eq!(
+                walked,
+                plan.shards.len(),
+                "every shard reads one index shard: {:?}",
+                plan.shards
+            ),
+            Some(_) => assert_eq!(walked, 0, "a tiebreaker field needs no walking"),
+        }
     }
     sim.shutdown().await;
 }

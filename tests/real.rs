@@ -43,6 +43,11 @@ macro_rules! real_server_suite {
                 ctrl_c_closes_the_snapshot(SERVER).await;
             }
 
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn default_page_order_needs_no_id_fielddata() {
+                default_order_needs_no_id_fielddata(SERVER).await;
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn bad_input_fails_with_one_clear_line() {
                 bad_input(SERVER).await;
@@ -264,17 +269,18 @@ async fn ctrl_c_closes_the_snapshot(server: Server) {
     let cluster = RealCluster::connect(server, "interrupt-").await;
     let spec = mid_run_spec(&cluster);
     cluster.load(&spec).await;
-    assert_eq!(
-        cluster.open_contexts().await,
-        0,
-        "no search context is open"
-    );
+    // Contexts of other work on this node (an earlier test's killed run holds its PIT until
+    // keepAlive) are the baseline; this run's are counted above it.
+    let before = cluster
+        .open_contexts_settled(0, Duration::from_secs(15))
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let (out, _job, child) = start_mid_run(&cluster, dir.path(), "interrupt", 1);
-    let open = cluster.open_contexts().await;
+    let during = cluster.open_contexts().await;
     assert!(
-        open >= 9,
-        "the run's snapshot holds a context on each of the 9 shards: {open}"
+        during >= before + 9,
+        "the run's snapshot holds a context on each of the 9 shards: {during} open, {before} before the run; {}",
+        cluster.open_pits().await
     );
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -283,22 +289,129 @@ async fn ctrl_c_closes_the_snapshot(server: Server) {
     assert!(status.success());
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "an interrupted run exits non-zero");
-    assert!(stderr.contains("interrupted"), "{stderr}");
-    assert!(files_named(&out, "_SUCCESS").is_empty());
-    assert_eq!(
-        cluster.open_contexts().await,
-        0,
-        "the snapshot is closed on Ctrl-C"
+    assert!(
+        !o.status.success(),
+        "an interrupted run exits non-zero: {}; stderr:\n{stderr}",
+        o.status
     );
-    for p in files_under(&out) {
-        let rel = p.strip_prefix(&out).unwrap().to_string_lossy().to_string();
+    assert!(
+        stderr.contains("interrupted"),
+        "stderr says the run was interrupted:\n{stderr}"
+    );
+    let success = files_named(&out, "_SUCCESS");
+    assert!(
+        success.is_empty(),
+        "an interrupted run writes no _SUCCESS: {success:?}"
+    );
+    // The run closes its PIT before it exits; the node frees the contexts of searches that
+    // were in flight a moment later. A leaked PIT would hold them for keepAlive (10m).
+    let after = cluster
+        .open_contexts_settled(before, Duration::from_secs(20))
+        .await;
+    assert!(
+        after <= before,
+        "the snapshot is closed on Ctrl-C: {after} contexts open 20 s after exit, {before} before the run; {}; stderr:\n{stderr}",
+        cluster.open_pits().await
+    );
+    let leftovers: Vec<_> = files_under(&out)
+        .into_iter()
+        .filter(|p| {
+            p.strip_prefix(&out)
+                .unwrap()
+                .to_string_lossy()
+                .contains(".tmp")
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files were left behind: {leftovers:?}"
+    );
+    cluster.delete_indices().await;
+}
+
+/// The default page order loads no `_id` fielddata and works where `_id` fielddata is
+/// disabled (`indices.id_field_data.enabled: false`); on OpenSearch 2.19, an explicit
+/// `tiebreakerField: _id` is measured beside it and does load `_id` fielddata.
+async fn default_order_needs_no_id_fielddata(server: Server) {
+    let cluster = RealCluster::connect(server, "fielddata-").await;
+    let spec = cluster.spec(DataSpec {
+        docs: 20_000,
+        days: 2,
+        shards: 3,
+        seed: 31,
+        large_every: 0,
+        ..Default::default()
+    });
+    cluster.load(&spec).await;
+    let export = |name: &'static str, tiebreaker: Option<&'static str>| {
+        let url = cluster.url();
+        let spec = spec.clone();
+        async move {
+            let out = tempfile::tempdir().unwrap();
+            let mut j = job(
+                name,
+                &url,
+                &spec,
+                "  sharding:\n    targetDocsPerShard: 3000\n    pageSize: 1000\n",
+                &volume_output(out.path()),
+            );
+            j.spec.source.tiebreaker_field = tiebreaker.map(str::to_string);
+            let (report, _) = run(&j, spillway_engine::LocalSecrets::default(), 4).await;
+            report.map(|r| (out, r.run_id))
+        }
+    };
+    let check = |name: &str, result: Result<(tempfile::TempDir, String), _>| {
+        let spec = spec.clone();
+        let name = name.to_string();
+        async move {
+            let (out, run_id) = result.unwrap_or_else(|e: spillway_engine::EngineError| {
+                panic!("{name}: the export failed: {e}")
+            });
+            assert_exact(
+                &spec,
+                exported_ids(out.path(), &format!("{name}/{run_id}")).await,
+            );
+        }
+    };
+    cluster
+        .ok("POST", "/_cache/clear?fielddata=true", None)
+        .await;
+    let before = cluster.id_fielddata_bytes().await;
+    check("fd-default", export("fd-default", None).await).await;
+    let after_default = cluster.id_fielddata_bytes().await;
+    assert_eq!(
+        after_default,
+        before,
+        "the default page order loaded {} bytes of `_id` fielddata",
+        after_default - before
+    );
+
+    let set = |enabled: Value| json!({"persistent": {"indices.id_field_data.enabled": enabled}});
+    cluster
+        .ok("PUT", "/_cluster/settings", Some(set(json!(false))))
+        .await;
+    let disabled = export("fd-disabled", None).await;
+    // Reset before asserting: a failure must not leave the node refusing `_id` sorts.
+    cluster
+        .ok("PUT", "/_cluster/settings", Some(set(Value::Null)))
+        .await;
+    check("fd-disabled", disabled).await;
+
+    if server == Server::OpenSearch2 {
+        check("fd-id", export("fd-id", Some("_id")).await).await;
+        let after_id = cluster.id_fielddata_bytes().await;
+        eprintln!(
+            "`_id` fielddata on {server:?} for {} documents: {before} B before, {after_default} B after the default order, {after_id} B after tiebreakerField: _id",
+            spec.docs
+        );
         assert!(
-            !rel.contains(".tmp"),
-            "a temporary file was left behind: {}",
-            p.display()
+            after_id > after_default,
+            "sorting on `_id` is served from fielddata on OpenSearch 2.19 ({after_id} B), which is why it is not the default"
         );
     }
+    cluster
+        .ok("POST", "/_cache/clear?fielddata=true", None)
+        .await;
     cluster.delete_indices().await;
 }
 

@@ -40,12 +40,17 @@ pub fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Path of a workspace binary. `scripts/test.sh` builds them before the tests; otherwise the
-/// first call builds them, with the same workspace-wide feature resolution as the tests, so
-/// nothing is compiled twice.
+/// Path of a workspace binary: in `$SPILLWAY_BIN_DIR` when it is set (`scripts/test.sh`
+/// builds the binaries once and sets it), else built by the first call (`cargo build
+/// --workspace --bins`). A test process never rebuilds what the script built: cargo run
+/// from inside a test (its environment, its feature resolution) may recompile shared
+/// dependencies for minutes while every test that needs a binary waits.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("SPILLWAY_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
             .current_dir(repo_root())
@@ -60,7 +65,13 @@ pub fn bin(name: &str) -> PathBuf {
             .expect("target/<profile>")
             .to_path_buf()
     });
-    dir.join(name)
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "no {name} binary at {} (SPILLWAY_BIN_DIR names the directory `cargo build --workspace --bins` wrote)",
+        path.display()
+    );
+    path
 }
 
 /// Every file below `dir` (recursively); empty when `dir` does not exist.

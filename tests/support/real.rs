@@ -258,6 +258,29 @@ impl RealCluster {
             .sum()
     }
 
+    /// Waits up to `within` for the node's open search contexts to fall to `at_most` (a
+    /// closed PIT or a finished search frees its contexts asynchronously) and returns the
+    /// last count read, which the caller asserts on.
+    pub async fn open_contexts_settled(&self, at_most: u64, within: Duration) -> u64 {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let n = self.open_contexts().await;
+            if n <= at_most || std::time::Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The point-in-time snapshots open on the node, for assertion messages (OpenSearch
+    /// lists them; Elasticsearch has no such API and answers with its error).
+    pub async fn open_pits(&self) -> String {
+        let (status, v) = self
+            .request("GET", "/_search/point_in_time/_all", None)
+            .await;
+        format!("GET /_search/point_in_time/_all answered {status}: {v}")
+    }
+
     /// Bytes of `_id` fielddata held on the node.
     pub async fn id_fielddata_bytes(&self) -> u64 {
         let v = self

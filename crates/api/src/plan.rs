@@ -47,6 +47,11 @@ pub struct ShardSpec {
     /// Hive partition value (`dt=2024-03-15`, `dt=2024-03-15/hr=07`), if partitioned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
+    /// The one index this shard reads (a `term` filter on `_index`), set when the plan walks
+    /// the cluster's shards: with its slice (`id % max` is the shard number) it names one
+    /// shard of the index, or a part of one, so `_doc` is a unique page order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
 }
 
 impl ShardSpec {

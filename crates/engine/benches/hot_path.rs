@@ -83,6 +83,7 @@ fn fetch_page_body() -> Bytes {
             source_includes: vec![],
             source_excludes: vec![],
             tiebreaker_field: None,
+            index: None,
         });
         let mut body = None;
         for _ in 0..2 {

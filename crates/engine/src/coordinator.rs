@@ -275,6 +275,11 @@ impl Run<'_> {
             }
             _ => spillway_plan::plan_slices(expected, &spec.sharding),
         };
+        let shards = if self.walks_shards() {
+            self.walk_shards(&shards).await?
+        } else {
+            shards
+        };
         if let Some(w) = self.window() {
             spillway_plan::validate_plan(w, &shards).map_err(|e| {
                 EngineError::Internal(format!("the planner produced an invalid plan: {e}"))
@@ -289,6 +294,45 @@ impl Run<'_> {
             expected_docs: expected,
             shards,
         })
+    }
+
+    /// Whether the plan reads one index shard at a time: a PIT without `_shard_doc` and no
+    /// `tiebreakerField`, where the alternative is sorting on `_id` (fielddata for every
+    /// `_id` of the indices, refused outright where `indices.id_field_data.enabled` is off).
+    fn walks_shards(&self) -> bool {
+        let caps = &self.client.info().capabilities;
+        self.snapshot.kind == SnapshotKind::Pit
+            && !caps.shard_doc
+            && caps.pit_slicing
+            && self.job.spec.source.tiebreaker_field.is_none()
+    }
+
+    /// The time (or slice) plan re-cut into index shards: the windows stay, each index with
+    /// documents in a window gets its shards (see `spillway_plan::plan_shard_walk`).
+    async fn walk_shards(&self, plan: &[ShardSpec]) -> Result<Vec<ShardSpec>, EngineError> {
+        let spec = &self.job.spec;
+        let shards_of = self.client.index_shards(&spec.source.indices).await?;
+        let windows = spillway_plan::plan_windows(plan);
+        let only_windows: Vec<_> = windows.iter().map(|(w, _)| *w).collect();
+        let user = spec
+            .source
+            .query
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({"match_all": {}}));
+        let counts = self
+            .client
+            .index_counts(
+                &self.target(),
+                &user,
+                spec.time_range.as_ref().map(|t| t.field.as_str()),
+                &only_windows,
+                shards_of.len(),
+            )
+            .await?;
+        let walked = spillway_plan::plan_shard_walk(&windows, &counts, &shards_of, &spec.sharding)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        tracing::info!(job = %self.jref, indices = shards_of.len(), shards = walked.len(), "no _shard_doc on this cluster: reading one index shard at a time in _doc order");
+        Ok(walked)
     }
 
     fn task(&self, shard: &ShardSpec, attempt: u32) -> ShardTask {

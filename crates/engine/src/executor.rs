@@ -165,6 +165,7 @@ impl Executor {
             source_includes: fields.includes,
             source_excludes: fields.excludes,
             tiebreaker_field: spec.source.tiebreaker_field.clone(),
+            index: task.shard.index.clone(),
         });
 
         let mut file =

@@ -86,4 +86,9 @@ pub enum PlanError {
         "the shards of {what} do not form one slice set (all sliced with one max, or a single unsliced shard): {detail}; re-plan the job"
     )]
     BadSliceSet { what: String, detail: String },
+
+    #[error(
+        "cannot plan the export one index shard at a time: {detail}; re-run the job, or set source.tiebreakerField to a unique doc-values field"
+    )]
+    WalkCounts { detail: String },
 }

@@ -16,6 +16,7 @@ mod partition;
 mod slices;
 mod time;
 mod validate;
+mod walk;
 
 pub use error::PlanError;
 pub use interval::{AIM_BUCKETS, MAX_BUCKETS, bucket_count, choose_interval};
@@ -23,3 +24,4 @@ pub use partition::{DAY_MS, HOUR_MS, SECOND_MS, partition_label, partition_unit_
 pub use slices::{MAX_PIT_SLICES, plan_slices};
 pub use time::{HistogramInput, plan_time};
 pub use validate::{validate_plan, validate_slice_plan};
+pub use walk::{plan_shard_walk, plan_windows};

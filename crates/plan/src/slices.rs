@@ -63,6 +63,7 @@ pub fn plan_slices(total_docs: u64, sharding: &Sharding) -> Vec<ShardSpec> {
             }),
             estimated_docs,
             partition: None,
+            index: None,
         })
         .collect()
 }

@@ -246,6 +246,7 @@ fn name(drafts: Vec<Draft>, partition_by: PartitionBy) -> Vec<ShardSpec> {
                 }),
                 estimated_docs,
                 partition: partition.clone(),
+                index: None,
             });
         }
     }

@@ -53,7 +53,7 @@ pub fn validate_plan(window: TimeWindow, shards: &[ShardSpec]) -> Result<(), Pla
             });
         }
         let what = format!("window [{}, {})", show_ms(w.gte_ms), show_ms(w.lt_ms));
-        check_slice_set(&what, group)?;
+        check_units(&what, group)?;
         covered_to = w.lt_ms;
         last_id = &group[group.len() - 1].id;
     }
@@ -74,7 +74,33 @@ pub fn validate_slice_plan(shards: &[ShardSpec]) -> Result<(), PlanError> {
     if let Some(s) = shards.iter().find(|s| s.window.is_some()) {
         return Err(PlanError::UnexpectedWindow { id: s.id.clone() });
     }
-    check_slice_set("the whole range", shards)
+    check_units("the whole range", shards)
+}
+
+/// The shards of one window: one slice set, or (a shard-walking plan) one slice set per
+/// index, each index in one run of shards.
+fn check_units(what: &str, group: &[ShardSpec]) -> Result<(), PlanError> {
+    if group.iter().all(|s| s.index.is_none()) {
+        return check_slice_set(what, group);
+    }
+    if let Some(s) = group.iter().find(|s| s.index.is_none()) {
+        return Err(PlanError::BadSliceSet {
+            what: what.to_owned(),
+            detail: format!("shard {} names no index but others of it do", s.id),
+        });
+    }
+    let mut seen = HashSet::new();
+    for run in group.chunk_by(|a, b| a.index == b.index) {
+        let index = run[0].index.as_deref().unwrap_or_default();
+        if !seen.insert(index) {
+            return Err(PlanError::BadSliceSet {
+                what: what.to_owned(),
+                detail: format!("index [{index}] appears in two runs of shards"),
+            });
+        }
+        check_slice_set(&format!("{what} of index [{index}]"), run)?;
+    }
+    Ok(())
 }
 
 /// At least one shard, and no id twice.
@@ -159,6 +185,7 @@ mod tests {
             slice: slice.map(|(id, max)| SliceRef { id, max }),
             estimated_docs: 1,
             partition: None,
+            index: None,
         }
     }
 

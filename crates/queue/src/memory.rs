@@ -298,6 +298,7 @@ mod tests {
                 slice: None,
                 estimated_docs: 1,
                 partition: None,
+                index: None,
             },
             attempt: 1,
             reply_to: "spillway.results.u.r".into(),

@@ -114,6 +114,7 @@ fn task(id: &str, reply_to: &str) -> ShardTask {
             slice: None,
             estimated_docs: 1,
             partition: None,
+            index: None,
         },
         attempt: 1,
         reply_to: reply_to.into(),

@@ -23,6 +23,10 @@ fn first_info<'a>(docs: &[AggDoc<'a>], field: &str) -> Option<&'a FieldInfo> {
 }
 
 fn values<'a>(d: &AggDoc<'a>, field: &str) -> Vec<DvRef<'a>> {
+    // `_index` is a constant per shard: aggregations and sorts need no fielddata for it.
+    if field == "_index" {
+        return vec![DvRef::S(d.0.name.as_str())];
+    }
     match field_info(d.0, field).and_then(|i| i.slot) {
         Some(slot) => d.1.values(slot).collect(),
         None => Vec::new(),
@@ -87,19 +91,12 @@ pub fn compute(docs: &[AggDoc<'_>], spec: &Map<String, Value>) -> ApiResult<Map<
                 }
                 json!({"value": seen.len()})
             }
+            "filters" => filters(docs, body, sub)?,
             "filter" => {
-                let q = crate::query::Query::parse(&Value::Object(
-                    body.as_object().cloned().unwrap_or_default(),
-                ))?;
-                let now = chrono::Utc::now().timestamp_millis();
-                let kept: Vec<AggDoc<'_>> = docs
-                    .iter()
-                    .filter(|(i, d)| {
-                        q.compile(&i.mapping, now)
-                            .matches(&crate::query::EvalDoc::new(d))
-                    })
-                    .copied()
-                    .collect();
+                let kept = matching(
+                    docs,
+                    &Value::Object(body.as_object().cloned().unwrap_or_default()),
+                )?;
                 let mut o = Map::new();
                 o.insert("doc_count".into(), json!(kept.len()));
                 if let Some(s) = sub {
@@ -116,6 +113,53 @@ pub fn compute(docs: &[AggDoc<'_>], spec: &Map<String, Value>) -> ApiResult<Map<
         out.insert(name.clone(), result);
     }
     Ok(out)
+}
+
+/// The documents matching a query.
+fn matching<'a>(docs: &[AggDoc<'a>], query: &Value) -> ApiResult<Vec<AggDoc<'a>>> {
+    let q = crate::query::Query::parse(query)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    Ok(docs
+        .iter()
+        .filter(|(i, d)| {
+            q.compile(&i.name, &i.mapping, now)
+                .matches(&crate::query::EvalDoc::new(d))
+        })
+        .copied()
+        .collect())
+}
+
+/// `filters`: one bucket per named (object form) or listed (array form) query.
+fn filters(
+    docs: &[AggDoc<'_>],
+    body: &Value,
+    sub: Option<&Map<String, Value>>,
+) -> ApiResult<Value> {
+    let bucket = |q: &Value| -> ApiResult<Value> {
+        let kept = matching(docs, q)?;
+        let mut o = Map::new();
+        o.insert("doc_count".into(), json!(kept.len()));
+        if let Some(s) = sub {
+            o.extend(compute(&kept, s)?);
+        }
+        Ok(Value::Object(o))
+    };
+    match body.get("filters") {
+        Some(Value::Object(named)) => {
+            let mut buckets = Map::new();
+            for (key, q) in named {
+                buckets.insert(key.clone(), bucket(q)?);
+            }
+            Ok(json!({"buckets": buckets}))
+        }
+        Some(Value::Array(listed)) => {
+            let buckets: ApiResult<Vec<Value>> = listed.iter().map(bucket).collect();
+            Ok(json!({"buckets": buckets?}))
+        }
+        _ => Err(ApiError::parsing(
+            "[filters] requires an object or an array of queries",
+        )),
+    }
 }
 
 fn metric(docs: &[AggDoc<'_>], kind: &str, field: &str) -> Value {

@@ -358,6 +358,11 @@ pub enum Pred {
     },
 }
 
+/// A `term`/`terms` query on `_index`: the index name is the same for all of its documents.
+fn index_pred(matches: bool) -> Pred {
+    if matches { Pred::All } else { Pred::None }
+}
+
 /// Test on a doc value.
 #[derive(Debug)]
 pub enum DvTest {
@@ -511,7 +516,7 @@ pub fn query_dv(
 
 impl Query {
     /// Compiles the query for an index mapping.
-    pub fn compile(&self, mapping: &Mapping, now_ms: i64) -> Pred {
+    pub fn compile(&self, index: &str, mapping: &Mapping, now_ms: i64) -> Pred {
         let field = |f: &str| mapping.fields.get(f);
         match self {
             Query::MatchAll => Pred::All,
@@ -566,6 +571,7 @@ impl Query {
                     None => Pred::None,
                 },
                 None if f == "_id" => Pred::Ids([value_text(value)].into_iter().collect()),
+                None if f == "_index" => index_pred(index == value_text(value)),
                 None => Pred::None,
             },
             Query::Terms { field: f, values } => match field(f) {
@@ -597,6 +603,7 @@ impl Query {
                     None => Pred::None,
                 },
                 None if f == "_id" => Pred::Ids(values.iter().map(value_text).collect()),
+                None if f == "_index" => index_pred(values.iter().any(|v| index == value_text(v))),
                 None => Pred::None,
             },
             Query::Range {
@@ -642,12 +649,15 @@ impl Query {
                 let mut m: Vec<Pred> = must
                     .iter()
                     .chain(filter)
-                    .map(|q| q.compile(mapping, now_ms))
+                    .map(|q| q.compile(index, mapping, now_ms))
                     .collect();
-                let s: Vec<Pred> = should.iter().map(|q| q.compile(mapping, now_ms)).collect();
+                let s: Vec<Pred> = should
+                    .iter()
+                    .map(|q| q.compile(index, mapping, now_ms))
+                    .collect();
                 let n: Vec<Pred> = must_not
                     .iter()
-                    .map(|q| q.compile(mapping, now_ms))
+                    .map(|q| q.compile(index, mapping, now_ms))
                     .collect();
                 let default_msm = if m.is_empty() && !s.is_empty() { 1 } else { 0 };
                 let msm = match msm {
@@ -971,7 +981,7 @@ mod tests {
     fn eval(q: Value, m: &Mapping, d: &DocVersion) -> bool {
         Query::parse(&q)
             .unwrap()
-            .compile(m, 1_700_000_000_000)
+            .compile("test", m, 1_700_000_000_000)
             .matches(&EvalDoc::new(d))
     }
 
@@ -1042,7 +1052,9 @@ mod tests {
         ];
         let mut pruned = 0;
         for q in queries {
-            let pred = Query::parse(&q).unwrap().compile(&m, 1_700_000_000_000);
+            let pred = Query::parse(&q)
+                .unwrap()
+                .compile("test", &m, 1_700_000_000_000);
             let any = docs.iter().any(|d| pred.matches(&EvalDoc::new(d)));
             let may = pred.may_match(&shard.bounds);
             assert!(

@@ -1165,7 +1165,7 @@ impl Cluster {
         let mut matched_docs: Vec<(&Index, &DocVersion)> = Vec::new();
         let want_aggs = req.aggs.is_some();
         for (ti, (t, idx)) in targets.iter().zip(&indices).enumerate() {
-            let pred = req.query.compile(&idx.mapping, now);
+            let pred = req.query.compile(&idx.name, &idx.mapping, now);
             // per-spec resolution for this index: (slot, missing substitute); `_id` has
             // neither (every document has one)
             let resolved: Vec<(Option<u32>, Option<Dv>)> = specs
@@ -2288,7 +2288,7 @@ impl Cluster {
             let Some(idx) = st.indices.get(n) else {
                 continue;
             };
-            let pred = query.compile(&idx.mapping, now);
+            let pred = query.compile(&idx.name, &idx.mapping, now);
             for s in &idx.shards {
                 shards += 1;
                 if !pred.may_match(&s.bounds) {

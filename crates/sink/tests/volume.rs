@@ -252,6 +252,7 @@ async fn commit_records_round_trip() {
             slice: None,
             estimated_docs: 30,
             partition: None,
+            index: None,
         }],
     };
     commit::write_plan(s, &run, &plan).await.unwrap();

@@ -119,7 +119,7 @@ pub(crate) fn index_path(indices: &[String]) -> Result<String, SourceError> {
         .join(","))
 }
 
-fn json_body(v: &Value) -> Bytes {
+pub(crate) fn json_body(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).expect("a JSON value serialises"))
 }
 
@@ -384,7 +384,10 @@ impl Client {
     }
 
     /// Search path and body additions for a target: with a PIT the path has no index.
-    fn search_target(&self, target: &Target) -> Result<(String, Option<Value>), SourceError> {
+    pub(crate) fn search_target(
+        &self,
+        target: &Target,
+    ) -> Result<(String, Option<Value>), SourceError> {
         match target {
             Target::Snapshot(s) if s.kind == SnapshotKind::Pit => Ok((
                 "/_search".to_string(),

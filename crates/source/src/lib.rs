@@ -19,6 +19,7 @@ mod page;
 mod reader;
 mod tls;
 mod transport;
+mod walk;
 
 pub use client::{Client, Snapshot, SnapshotKind, Target};
 pub use config::{Auth, RetryPolicy, SourceConfig};

@@ -2,7 +2,8 @@
 //! and proves it read everything.
 //!
 //! * With a PIT: `search_after` paging on a unique total order (`_shard_doc` where the
-//!   cluster has it, else the tiebreaker field or `_id`), no index in the path, the latest
+//!   cluster has it; `_doc` where the shard is one index shard of a shard-walking plan;
+//!   else the tiebreaker field or `_id`), no index in the path, the latest
 //!   `pit_id` of every response used for the next page.
 //! * Without a PIT ([`SnapshotKind::None`] or [`Target::Indices`]): a (sliced) scroll sorted
 //!   by `_doc`, cleared at the end and (best effort) on drop. Each scroll is its own
@@ -37,6 +38,9 @@ pub struct ShardRequest {
     pub source_excludes: Vec<String>,
     /// A unique field to sort on where `_shard_doc` is not available (default `_id`).
     pub tiebreaker_field: Option<String>,
+    /// The one index this shard reads (a shard-walking plan): a `term` filter on `_index`,
+    /// and with the slice naming one of its shards, `_doc` is a unique page order.
+    pub index: Option<String>,
 }
 
 enum Mode {
@@ -147,6 +151,11 @@ impl ShardReader {
                 Flavor::Opensearch => json!([{"_index": "asc"}, {"_shard_doc": "asc"}]),
                 Flavor::Elasticsearch => json!([{"_shard_doc": "asc"}]),
             },
+            // One shard of one index (a shard-walking plan): `_doc` is unique within it and
+            // costs nothing, where `_id` would load fielddata.
+            Ok(Mode::Pit { .. }) if req.index.is_some() && req.tiebreaker_field.is_none() => {
+                json!([{"_doc": "asc"}])
+            }
             _ => json!([{ tiebreaker: "asc" }]),
         };
         ShardReader {
@@ -187,7 +196,8 @@ impl ShardReader {
         }
     }
 
-    /// The sort the reader pages on (`[{"_shard_doc":"asc"}]`, `[{"_id":"asc"}]`, `["_doc"]`).
+    /// The sort the reader pages on (`[{"_shard_doc":"asc"}]`, `[{"_doc":"asc"}]` for one
+    /// index shard, `[{"_id":"asc"}]`, `["_doc"]` for a scroll).
     pub fn sort(&self) -> &Value {
         &self.sort
     }
@@ -197,14 +207,16 @@ impl ShardReader {
     fn search_body(&self) -> Value {
         let mut body = serde_json::Map::new();
         body.insert("size".into(), json!(self.req.page_size));
-        body.insert(
-            "query".into(),
-            filtered_query(
-                &self.req.query,
-                self.req.time_field.as_deref(),
-                self.req.window,
-            ),
+        let query = filtered_query(
+            &self.req.query,
+            self.req.time_field.as_deref(),
+            self.req.window,
         );
+        let query = match &self.req.index {
+            Some(index) => json!({"bool": {"filter": [query, {"term": {"_index": index}}]}}),
+            None => query,
+        };
+        body.insert("query".into(), query);
         if let Ok(Mode::Pit { id, keep_alive }) = &self.mode {
             body.insert("pit".into(), json!({"id": id, "keep_alive": keep_alive}));
         }

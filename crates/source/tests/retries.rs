@@ -165,6 +165,7 @@ fn req(target: Target, page_size: u32) -> ShardRequest {
         source_includes: vec![],
         source_excludes: vec![],
         tiebreaker_field: None,
+        index: None,
     }
 }
 

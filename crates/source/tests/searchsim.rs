@@ -81,6 +81,7 @@ fn shard(
         // The generator's unique keyword; searchsim cannot sort on `_id` (real OpenSearch 2.x
         // can, through `_id` fielddata).
         tiebreaker_field: Some(TIEBREAKER.to_string()),
+        index: None,
     }
 }
 
