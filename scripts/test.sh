@@ -39,28 +39,34 @@ scripts/deps/python.sh
 scripts/deps/node.sh
 scripts/deps/bench.sh
 
-log "starting SeaweedFS (S3), RabbitMQ and real OpenSearch 2.19 and 3.x nodes on 127.0.0.1"
+log "starting SeaweedFS (S3), RabbitMQ, real OpenSearch 2.19 and 3.x nodes and a real Elasticsearch 8 node on 127.0.0.1"
 stop_services() {
   scripts/services/seaweedfs.sh stop >/dev/null 2>&1 || true
   scripts/services/rabbitmq.sh stop >/dev/null 2>&1 || true
   scripts/services/opensearch.sh stop 2 >/dev/null 2>&1 || true
   scripts/services/opensearch.sh stop 3 >/dev/null 2>&1 || true
+  scripts/services/elasticsearch.sh stop >/dev/null 2>&1 || true
 }
 trap stop_services EXIT
-# The OpenSearch nodes build from Maven artifacts on first use (about 25 s each, cached in
-# ~/.m2 and .work/) and start in the background while the other services come up.
+# The OpenSearch and Elasticsearch nodes build from Maven artifacts on first use (about 25 s
+# each, cached in ~/.m2 and .work/) and start in the background while the other services
+# come up.
 scripts/services/opensearch.sh start 2 &
 os2=$!
 scripts/services/opensearch.sh start 3 &
 os3=$!
+scripts/services/elasticsearch.sh start &
+es=$!
 scripts/services/seaweedfs.sh start
 scripts/services/rabbitmq.sh start
 wait "$os2" || { echo "error: the OpenSearch 2.19 test node did not start (see above)" >&2; exit 1; }
 wait "$os3" || { echo "error: the OpenSearch 3.x test node did not start (see above)" >&2; exit 1; }
+wait "$es" || { echo "error: the Elasticsearch test node did not start (see above)" >&2; exit 1; }
 eval "$(scripts/services/seaweedfs.sh env)"
 eval "$(scripts/services/rabbitmq.sh env)"
 eval "$(scripts/services/opensearch.sh env 2)"
 eval "$(scripts/services/opensearch.sh env 3)"
+eval "$(scripts/services/elasticsearch.sh env)"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

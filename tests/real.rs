@@ -1,7 +1,8 @@
 //! spillway against the servers its users run: the export scenarios of the searchsim suites
 //! (exactness in three formats, the edges of time ranges, resume after kill, Ctrl-C closing
-//! the snapshot, bad input) against real OpenSearch 2.19 and 3.x nodes, started by
-//! `scripts/services/opensearch.sh`. Every test module is one server; the tests of one server
+//! the snapshot, bad input) and the page order's memory cost against real OpenSearch 2.19 and
+//! 3.x nodes and a real Elasticsearch 8 node, started by `scripts/services/opensearch.sh` and
+//! `scripts/services/elasticsearch.sh`. Every test module is one server; the tests of one server
 //! run one at a time (nextest group per server), so node-wide counters such as open search
 //! contexts belong to the test that reads them.
 
@@ -59,6 +60,7 @@ macro_rules! real_server_suite {
 real_server_suite! {
     opensearch_2_19 => Server::OpenSearch2;
     opensearch_3 => Server::OpenSearch3;
+    elasticsearch_8 => Server::Elasticsearch;
 }
 
 /// 40,000 documents over 4 daily indices of 2 shards, one in 2,000 large (64–256 KiB).
@@ -343,7 +345,8 @@ async fn default_order_needs_no_id_fielddata(server: Server) {
         ..Default::default()
     });
     cluster.load(&spec).await;
-    let export = |name: &'static str, tiebreaker: Option<&'static str>| {
+    // `whole`: no time range, so each index's shards are cut further by `_id` hash slices.
+    let export = |name: &'static str, tiebreaker: Option<&'static str>, whole: bool| {
         let url = cluster.url();
         let spec = spec.clone();
         async move {
@@ -356,6 +359,9 @@ async fn default_order_needs_no_id_fielddata(server: Server) {
                 &volume_output(out.path()),
             );
             j.spec.source.tiebreaker_field = tiebreaker.map(str::to_string);
+            if whole {
+                j.spec.time_range = None;
+            }
             let (report, _) = run(&j, spillway_engine::LocalSecrets::default(), 4).await;
             report.map(|r| (out, r.run_id))
         }
@@ -377,7 +383,7 @@ async fn default_order_needs_no_id_fielddata(server: Server) {
         .ok("POST", "/_cache/clear?fielddata=true", None)
         .await;
     let before = cluster.id_fielddata_bytes().await;
-    check("fd-default", export("fd-default", None).await).await;
+    check("fd-default", export("fd-default", None, false).await).await;
     let after_default = cluster.id_fielddata_bytes().await;
     assert_eq!(
         after_default,
@@ -390,15 +396,37 @@ async fn default_order_needs_no_id_fielddata(server: Server) {
     cluster
         .ok("PUT", "/_cluster/settings", Some(set(json!(false))))
         .await;
-    let disabled = export("fd-disabled", None).await;
+    let disabled = export("fd-disabled", None, true).await;
     // Reset before asserting: a failure must not leave the node refusing `_id` sorts.
     cluster
         .ok("PUT", "/_cluster/settings", Some(set(Value::Null)))
         .await;
+    if server == Server::OpenSearch2
+        && let Ok((out, run_id)) = &disabled
+    {
+        // Two daily indices of ~10,000 documents in 3 shards at 3,000 a shard: each index
+        // shard is read in 2 parts (slice max 6).
+        let plan: spillway_api::Plan = serde_json::from_slice(
+            &std::fs::read(
+                out.path()
+                    .join(format!("fd-disabled/{run_id}"))
+                    .join(spillway_api::layout::PLAN),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            plan.shards
+                .iter()
+                .all(|s| s.index.is_some() && s.slice.is_some_and(|x| x.max == 6)),
+            "every shard is half of one index shard: {:?}",
+            plan.shards
+        );
+    }
     check("fd-disabled", disabled).await;
 
     if server == Server::OpenSearch2 {
-        check("fd-id", export("fd-id", Some("_id")).await).await;
+        check("fd-id", export("fd-id", Some("_id"), false).await).await;
         let after_id = cluster.id_fielddata_bytes().await;
         eprintln!(
             "`_id` fielddata on {server:?} for {} documents: {before} B before, {after_default} B after the default order, {after_id} B after tiebreakerField: _id",

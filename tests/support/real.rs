@@ -227,19 +227,34 @@ impl RealCluster {
         docs as u64
     }
 
-    /// Deletes every index of this test.
+    /// Deletes every index of this test, by name (Elasticsearch 8 refuses wildcard deletes:
+    /// `action.destructive_requires_name` is true by default).
     pub async fn delete_indices(&self) {
-        let (status, v) = self
-            .request(
-                "DELETE",
-                &format!("/{}*?expand_wildcards=all", self.prefix),
+        let listing = self
+            .ok(
+                "GET",
+                &format!(
+                    "/_cat/indices/{}*?h=index&format=json&expand_wildcards=all",
+                    self.prefix
+                ),
                 None,
             )
             .await;
+        let names: Vec<&str> = listing
+            .as_array()
+            .expect("_cat/indices answers an array")
+            .iter()
+            .filter_map(|row| row["index"].as_str())
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let (status, v) = self
+            .request("DELETE", &format!("/{}", names.join(",")), None)
+            .await;
         assert!(
             status == 200 || status == 404,
-            "deleting {}* answered {status}: {v}",
-            self.prefix
+            "deleting {names:?} answered {status}: {v}"
         );
     }
 

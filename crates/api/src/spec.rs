@@ -96,7 +96,8 @@ pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
     /// A unique, doc-values field used to order pages when the cluster has no `_shard_doc`
-    /// (OpenSearch before 3.3). Default there: `_id`, which costs heap on the cluster.
+    /// (OpenSearch before 3.3). Unset, such clusters are read one index shard at a time in
+    /// `_doc` order; `_id` works too but loads every `_id` into the cluster's fielddata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiebreaker_field: Option<String>,
     /// Force the cluster flavor instead of detecting it from `GET /`.
