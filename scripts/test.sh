@@ -46,8 +46,14 @@ stop_services() {
   scripts/services/opensearch.sh stop 2 >/dev/null 2>&1 || true
   scripts/services/opensearch.sh stop 3 >/dev/null 2>&1 || true
   scripts/services/elasticsearch.sh stop >/dev/null 2>&1 || true
+  scripts/services/kube-apiserver.sh stop >/dev/null 2>&1 || true
 }
 trap stop_services EXIT
+# The real kube-apiserver and etcd build from Go modules (cached in ~/.cache/spillway/kube; a
+# cold build takes 5-11 minutes) while the lints and the Rust build run; the tests wait for it.
+mkdir -p .work
+scripts/services/kube-apiserver.sh start > .work/kube-apiserver-start.log 2>&1 &
+kube=$!
 # The OpenSearch and Elasticsearch nodes build from Maven artifacts on first use (about 25 s
 # each, cached in ~/.m2 and .work/) and start in the background while the other services
 # come up.
@@ -78,5 +84,9 @@ cargo build --workspace --bins --locked -q
 export SPILLWAY_BIN_DIR="$PWD/target/debug"
 log "doc tests"
 cargo test --workspace --doc --locked -q
+log "waiting for the real kube-apiserver"
+wait "$kube" || { cat .work/kube-apiserver-start.log >&2; echo "error: the kube-apiserver test server did not start (log above)" >&2; exit 1; }
+tail -n 1 .work/kube-apiserver-start.log
+eval "$(scripts/services/kube-apiserver.sh env)"
 log "tests"
 cargo nextest run --workspace --locked --profile ci

@@ -1,6 +1,7 @@
 //! The distributed path across real processes: `spillway run --broker` coordinators and
 //! `spillway worker` processes joined by a real RabbitMQ node, reading searchsim and writing to
-//! SeaweedFS S3 or a local directory. Each test owns a RabbitMQ virtual host.
+//! SeaweedFS S3 or a local directory. Each test owns a RabbitMQ virtual host. The chaos test
+//! also runs once against the real OpenSearch 3.x node of `scripts/services/opensearch.sh`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -322,6 +323,75 @@ async fn heavy_chaos_killed_workers_broker_restart_and_429s() {
     assert_eq!(dead, 0, "nothing is left in the dead-letter queue");
     drop(ws);
     sim.shutdown().await;
+}
+
+/// The chaos test against a real OpenSearch 3.x node: workers killed with SIGKILL and
+/// restarted every 2.5 s while they read 150,000 documents throttled to 15 requests a second.
+/// The node cannot inject 429s, and the broker is not restarted here (this test runs beside
+/// other tests that use the broker; the searchsim chaos test above does both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_killed_workers_against_real_opensearch_3() {
+    let cluster = spillway_e2e::real::RealCluster::connect(
+        spillway_e2e::real::Server::OpenSearch3,
+        "dist-chaos-real-",
+    )
+    .await;
+    let spec = cluster.spec(data(150_000, 5, 78));
+    cluster.load(&spec).await;
+    let root = tempfile::tempdir().unwrap();
+    secrets_dir(root.path());
+    let broker = broker_vhost("dist-chaos-real");
+    let storage = s3_bucket("dist-chaos-real").await;
+    let job = write(
+        root.path(),
+        "dist-chaos-real",
+        &job_yaml(
+            "dist-chaos-real",
+            &cluster.url(),
+            &spec,
+            "  sharding:\n    targetDocsPerShard: 6000\n    pageSize: 500\n  retry:\n    maxAttempts: 20\n",
+            &s3_output("dist-chaos-real"),
+        )
+        .replace("    indices:", "    requestsPerSecond: 15\n    indices:"),
+    );
+    let mut ws = workers(4, &broker, 2, root.path());
+    let coord = spawn_coordinator(&broker, &job, &root.path().join("secrets"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(wait_finished(
+            coord,
+            Duration::from_secs(600),
+            "the coordinator",
+        ));
+    });
+    let mut kills = 0;
+    let mut seed = 4242u64;
+    let done = loop {
+        if let Ok(done) = rx.recv_timeout(Duration::from_millis(2500)) {
+            break done;
+        }
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let i = (seed >> 33) as usize % ws.len();
+        ws[i].restart();
+        kills += 1;
+    };
+    assert!(
+        done.success,
+        "the export from the real node failed under chaos:\n{}\n{}",
+        done.stderr,
+        worker_logs(&ws)
+    );
+    assert!(
+        kills >= 3,
+        "the job ended before the chaos did much ({kills} kills)"
+    );
+    assert_exact_s3(storage.as_ref(), &run_dir_of(&done.stdout), &spec).await;
+    let (_, dead) = queue_depths(&broker).await;
+    assert_eq!(dead, 0, "nothing is left in the dead-letter queue");
+    drop(ws);
+    cluster.delete_indices().await;
 }
 
 /// Ready tasks and dead letters on a broker vhost.

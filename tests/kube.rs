@@ -1,4 +1,5 @@
-//! The Kubernetes deployment end to end, as processes: kubesim (the API server), two
+//! The Kubernetes deployment end to end, as processes: kubesim or the real kube-apiserver
+//! (RBAC enforced, the processes running as `manifests/base`'s ServiceAccounts), two
 //! `spillway coordinator` replicas electing a leader, three `spillway worker` processes reading
 //! Secrets through the API, RabbitMQ, SeaweedFS and searchsim. Every manifest in
 //! `manifests/examples/` is applied (pointed at the local services) and watched until it
@@ -27,9 +28,27 @@ use spillway_sink::storage::Storage;
 const NS: &str = "exports";
 const SYSTEM_NS: &str = "spillway-system";
 
+/// Which API server a deployment runs against.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum On {
+    /// kubesim in process: every process authenticates with a token of its own, and every
+    /// request is recorded (who wrote statuses, which permissions were used).
+    Sim,
+    /// The real kube-apiserver of `scripts/services/kube-apiserver.sh` (RBAC enforced),
+    /// restarted with an empty etcd: the test is admin; the coordinators and workers run as
+    /// the ServiceAccounts that `manifests/base` creates, with exactly its RBAC.
+    Real,
+}
+
+/// The API server of a deployment.
+enum ApiServer {
+    Sim(kubesim::Server),
+    Real { admin: PathBuf },
+}
+
 /// The deployment: API server, broker vhost, coordinators and workers.
 struct Deployment {
-    kube: kubesim::Server,
+    kube: ApiServer,
     client: Client,
     dir: tempfile::TempDir,
     broker: String,
@@ -90,21 +109,46 @@ fn spawn(args: &[String], env: &[(String, String)], log: &Path) -> Child {
 }
 
 impl Deployment {
-    async fn start(name: &str, coordinators: usize, workers: usize) -> Deployment {
+    async fn start(on: On, name: &str, coordinators: usize, workers: usize) -> Deployment {
         init();
-        let kube = kubesim::Server::start(kubesim::ServerOptions::default())
-            .await
-            .expect("kubesim starts");
-        let client = kube.client();
+        let (kube, client) = match on {
+            On::Sim => {
+                let kube = kubesim::Server::start(kubesim::ServerOptions::default())
+                    .await
+                    .expect("kubesim starts");
+                let client = kube.client();
+                (ApiServer::Sim(kube), client)
+            }
+            On::Real => {
+                let admin = real_api_server();
+                let client = client_from(&admin).await;
+                (ApiServer::Real { admin }, client)
+            }
+        };
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         crds.create(&PostParams::default(), &spillway_api::crd::crd())
             .await
             .expect("the CRD is accepted");
+        if on == On::Real {
+            // The API server serves the new resource once the CRD is Established.
+            let established = await_condition(
+                crds.clone(),
+                "exportjobs.spillway.dev",
+                conditions::is_crd_established(),
+            );
+            tokio::time::timeout(Duration::from_secs(30), established)
+                .await
+                .expect("the CRD is established within 30 s")
+                .unwrap();
+        }
         let nss: Api<Namespace> = Api::all(client.clone());
         for ns in [NS, SYSTEM_NS] {
             let mut n = Namespace::default();
             n.metadata.name = Some(ns.into());
             nss.create(&PostParams::default(), &n).await.unwrap();
+        }
+        if let ApiServer::Real { admin } = &kube {
+            apply_base_rbac(admin);
         }
         let dir = tempfile::tempdir().unwrap();
         let broker = broker_vhost(name);
@@ -147,13 +191,36 @@ impl Deployment {
         d
     }
 
-    /// A kubeconfig whose current context authenticates as `user`.
+    /// A kubeconfig whose current context authenticates as `user` (`coordinator-N` or
+    /// `worker-N`): on kubesim a token of its own, on the real API server a token of the
+    /// ServiceAccount `manifests/base` gives that component.
     fn kubeconfig(&self, user: &str) -> String {
-        self.kube.add_token(&format!("token-{user}"), user);
-        let mut doc: Value = serde_yaml_ng::from_str(&self.kube.kubeconfig_yaml()).unwrap();
-        doc["current-context"] = json!(format!("kubesim-{user}"));
         let path = self.dir.path().join(format!("{user}.kubeconfig"));
-        std::fs::write(&path, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+        match &self.kube {
+            ApiServer::Sim(kube) => {
+                kube.add_token(&format!("token-{user}"), user);
+                let mut doc: Value = serde_yaml_ng::from_str(&kube.kubeconfig_yaml()).unwrap();
+                doc["current-context"] = json!(format!("kubesim-{user}"));
+                std::fs::write(&path, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+            }
+            ApiServer::Real { .. } => {
+                let sa = if user.starts_with("coordinator") {
+                    "spillway-coordinator"
+                } else {
+                    "spillway-worker"
+                };
+                let out = Command::new(repo_root().join("scripts/services/kube-apiserver.sh"))
+                    .args(["sa-kubeconfig", SYSTEM_NS, sa])
+                    .arg(&path)
+                    .output()
+                    .expect("kube-apiserver.sh runs");
+                assert!(
+                    out.status.success(),
+                    "no ServiceAccount kubeconfig for {sa}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
         path.display().to_string()
     }
 
@@ -232,10 +299,9 @@ impl Deployment {
             .join("\n")
     }
 
-    /// Users that wrote ExportJob statuses.
-    fn status_writers(&self) -> Vec<String> {
-        let mut users: Vec<String> = self
-            .kube
+    /// Users that wrote ExportJob statuses (kubesim records every request).
+    fn status_writers(&self, kube: &kubesim::Server) -> Vec<String> {
+        let mut users: Vec<String> = kube
             .requests()
             .into_iter()
             .filter(|r| r.path.ends_with("/status") && r.verb == "patch")
@@ -272,6 +338,93 @@ impl Deployment {
         );
         j
     }
+}
+
+/// Restarts the real API server with an empty etcd (its certificates, and so the admin
+/// kubeconfig, stay) and returns the admin kubeconfig.
+fn real_api_server() -> PathBuf {
+    let admin = std::env::var_os("SPILLWAY_KUBE_ADMIN_KUBECONFIG").unwrap_or_else(|| {
+        panic!("SPILLWAY_KUBE_ADMIN_KUBECONFIG is not set: start the API server with `scripts/services/kube-apiserver.sh start` and eval the output of its `env` command (scripts/test.sh does both)")
+    });
+    let out = Command::new(repo_root().join("scripts/services/kube-apiserver.sh"))
+        .arg("restart")
+        .output()
+        .expect("kube-apiserver.sh runs");
+    assert!(
+        out.status.success(),
+        "restarting the API server failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(admin)
+}
+
+async fn client_from(kubeconfig: &Path) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("the admin kubeconfig reads");
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("the admin kubeconfig is valid");
+    Client::try_from(config).expect("a client for the real API server")
+}
+
+/// Applies the ServiceAccounts, roles and bindings of `manifests/base` (as `kubectl
+/// kustomize` renders them, namespaces filled in) to the real API server.
+fn apply_base_rbac(admin: &Path) {
+    let rendered = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repo_root().join("manifests/base"))
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        rendered.status.success(),
+        "kubectl kustomize manifests/base: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let text = String::from_utf8(rendered.stdout).unwrap();
+    let keep = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ];
+    let docs: Vec<&str> = text
+        .split("\n---\n")
+        .filter(|d| {
+            d.lines()
+                .find_map(|l| l.strip_prefix("kind: "))
+                .is_some_and(|k| keep.contains(&k.trim()))
+        })
+        .collect();
+    assert!(
+        docs.len() >= 6,
+        "manifests/base renders {} RBAC objects",
+        docs.len()
+    );
+    let mut apply = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(admin)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    use std::io::Write;
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(docs.join("\n---\n").as_bytes())
+        .unwrap();
+    let out = apply.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl apply of manifests/base RBAC: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// One RBAC rule of the deployment's manifests.
@@ -503,7 +656,16 @@ fn assert_counts(job: &ExportJob, expected: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn heavy_every_example_manifest_runs_to_success() {
-    let d = Deployment::start("kube-examples", 2, 3).await;
+    every_example_manifest_runs_to_success(On::Sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heavy_real_api_server_every_example_manifest_runs_to_success() {
+    every_example_manifest_runs_to_success(On::Real).await;
+}
+
+async fn every_example_manifest_runs_to_success(on: On) {
+    let d = Deployment::start(on, "kube-examples", 2, 3).await;
     let s3 = s3_env();
     let out = d.dir.path().join("volumes");
 
@@ -801,7 +963,14 @@ async fn heavy_every_example_manifest_runs_to_success() {
     }
     // Only the leader ever wrote statuses (and so drove the runs).
     let leader = d.leader().await.expect("a leader holds the lease");
-    assert_eq!(d.status_writers(), vec![leader.clone()], "\n{}", d.logs());
+    if let ApiServer::Sim(kube) = &d.kube {
+        assert_eq!(
+            d.status_writers(kube),
+            vec![leader.clone()],
+            "\n{}",
+            d.logs()
+        );
+    }
     for p in &d.coordinators {
         let started = p.log_text().matches("starting the export").count();
         if p.name == leader {
@@ -820,9 +989,12 @@ async fn heavy_every_example_manifest_runs_to_success() {
             );
         }
     }
-    // The RBAC rules the chart grants are exactly the calls the roles made.
-    assert_rbac_is_exact(&d.kube, "coordinator");
-    assert_rbac_is_exact(&d.kube, "worker");
+    // The RBAC rules the chart grants are exactly the calls the roles made (kubesim); the
+    // real API server enforced them on every call above.
+    if let ApiServer::Sim(kube) = &d.kube {
+        assert_rbac_is_exact(kube, "coordinator");
+        assert_rbac_is_exact(kube, "worker");
+    }
     for sim in [plain, secure, signed] {
         sim.shutdown().await;
     }
@@ -847,7 +1019,16 @@ fn sorted_source(spec: &DataSpec) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn heavy_delete_suspend_and_leader_failover() {
-    let mut d = Deployment::start("kube-lifecycle", 2, 3).await;
+    delete_suspend_and_leader_failover(On::Sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heavy_real_api_server_delete_suspend_and_leader_failover() {
+    delete_suspend_and_leader_failover(On::Real).await;
+}
+
+async fn delete_suspend_and_leader_failover(on: On) {
+    let mut d = Deployment::start(on, "kube-lifecycle", 2, 3).await;
     let spec = DataSpec {
         docs: 20_000,
         days: 4,
@@ -1008,4 +1189,63 @@ async fn heavy_delete_suspend_and_leader_failover() {
         .unwrap();
     assert!(survivor.alive());
     sim.shutdown().await;
+}
+
+/// The CRD's CEL rules refuse invalid specs with their own message, as the API server's 422:
+/// on kubesim's interpreter and on the real API server's CEL.
+async fn invalid_specs_are_refused_by_the_crd_rules(on: On) {
+    let d = Deployment::start(on, "kube-cel", 0, 0).await;
+    let out = d.dir.path().join("out");
+    let spec = DataSpec::default();
+    type Breaks = fn(&mut ExportJob);
+    let cases: [(&str, Breaks, &str); 3] = [
+        (
+            "backwards",
+            |j| {
+                let tr = j.spec.time_range.as_mut().unwrap();
+                std::mem::swap(&mut tr.gte, &mut tr.lt);
+            },
+            "timeRange.gte must be before timeRange.lt",
+        ),
+        (
+            "page-zero",
+            |j| j.spec.sharding.page_size = 0,
+            "sharding.pageSize must be between 1 and 10000",
+        ),
+        (
+            "attempts",
+            |j| j.spec.retry.max_attempts = 1000,
+            "retry.maxAttempts must be between 1 and 100",
+        ),
+    ];
+    for (name, break_it, message) in cases {
+        let mut j = job_yaml(name, "http://127.0.0.1:9", &spec, "", &out);
+        break_it(&mut j);
+        let err = d
+            .jobs()
+            .create(&PostParams::default(), &j)
+            .await
+            .expect_err("the API server refuses the spec");
+        match err {
+            kube::Error::Api(e) => {
+                assert_eq!(e.code, 422, "{name} on {on:?}: {}", e.message);
+                assert!(
+                    e.message.contains(message),
+                    "{name} on {on:?}: {}",
+                    e.message
+                );
+            }
+            other => panic!("{name} on {on:?}: unexpected error {other}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_specs_are_refused_by_kubesim_with_the_crd_messages() {
+    invalid_specs_are_refused_by_the_crd_rules(On::Sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_specs_are_refused_by_the_real_api_server_with_the_crd_messages() {
+    invalid_specs_are_refused_by_the_crd_rules(On::Real).await;
 }

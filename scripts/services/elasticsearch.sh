@@ -176,9 +176,10 @@ cmd_start() {
   rm -f "${pidfile}"
 
   log_msg "starting Elasticsearch (HTTP ${url}, transport 127.0.0.1:${transport_port}), log in ${logfile}"
-  # setsid: the node does not get the caller's terminal signals (Ctrl-C in a test run).
-  # log4j.shutdownHookEnabled=false: log4j stays up while the node's shutdown hook closes it.
-  setsid "${java}" \
+  # Detached (spawn_detached): the node does not get the caller's terminal signals (Ctrl-C in
+  # a test run). log4j.shutdownHookEnabled=false: log4j stays up while the node's shutdown
+  # hook closes it.
+  pid="$(spawn_detached "${pidfile}" "${logfile}" "${java}" \
     "-Xms${heap}" "-Xmx${heap}" -XX:+UseG1GC -Xss1m \
     -XX:+ExitOnOutOfMemoryError \
     -Djava.io.tmpdir="${tmpdir}" -Djava.awt.headless=true -Dfile.encoding=UTF-8 \
@@ -187,10 +188,7 @@ cmd_start() {
     -cp "${build}/classes:$(cat "${build}/classpath.txt")" \
     "${main_class}" \
     "path.home=${home}" "path.data=${data}" "path.logs=${logs}" \
-    "http.port=${http_port}" "transport.port=${transport_port}" \
-    >"${logfile}" 2>&1 </dev/null &
-  pid=$!
-  echo "${pid}" >"${pidfile}"
+    "http.port=${http_port}" "transport.port=${transport_port}")"
   local started=${SECONDS}
   wait_ready "${pid}"
   log_msg "ready at ${url} (pid ${pid}, $((SECONDS - started))s)"

@@ -249,7 +249,7 @@ start_etcd() {
   rm -rf "${etcd_data}"
   mkdir -p "${etcd_data}"
   # --unsafe-no-fsync: a throw-away test store; fsync only slows the tests down.
-  setsid "${bin}/etcd" \
+  spawn_detached "${etcd_pidfile}" "${etcd_log}" "${bin}/etcd" \
     --name spillway-test \
     --data-dir "${etcd_data}" \
     --listen-client-urls "http://127.0.0.1:${etcd_port}" \
@@ -259,9 +259,7 @@ start_etcd() {
     --initial-cluster "spillway-test=http://127.0.0.1:${etcd_peer_port}" \
     --initial-cluster-state new \
     --unsafe-no-fsync \
-    --quota-backend-bytes $((2 * 1024 * 1024 * 1024)) \
-    >"${etcd_log}" 2>&1 </dev/null &
-  echo $! >"${etcd_pidfile}"
+    --quota-backend-bytes $((2 * 1024 * 1024 * 1024)) >/dev/null
   local deadline=$((SECONDS + 30))
   until etcd_healthy; do
     live_pid "${etcd_pidfile}" etcd >/dev/null || show_logs_and_die "etcd exited during start-up"
@@ -277,7 +275,7 @@ start_apiserver() {
   # --advertise-address ("may not be in the loopback range"); with none, the `kubernetes`
   # Service in `default` exists but gets no Endpoints/EndpointSlice (nothing in-cluster uses it).
   # --cert-dir is only a fallback (the serving cert is given); keep it out of /var/run.
-  setsid "${bin}/kube-apiserver" \
+  spawn_detached "${api_pidfile}" "${api_log}" "${bin}/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:${etcd_port}" \
     --bind-address 127.0.0.1 \
     --advertise-address 127.0.0.1 \
@@ -293,9 +291,7 @@ start_apiserver() {
     --service-account-signing-key-file "${pki}/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 \
     --allow-privileged=true \
-    --profiling=false \
-    >"${api_log}" 2>&1 </dev/null &
-  echo $! >"${api_pidfile}"
+    --profiling=false >/dev/null
 }
 
 cmd_start() {

@@ -26,3 +26,28 @@ proc_cmdline() {
   out="$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null)" || return 1
   printf '%s\n' "${out}"
 }
+
+# Starts PROGRAM detached, in a session of its own (it outlives the calling shell and gets none
+# of its terminal's signals), with stdout and stderr to LOGFILE, and prints its pid, which it
+# also writes to PIDFILE. `setsid` forks when the caller leads its process group (a shell with
+# job control, `( … &)`), so `$!` would name an exited setsid: the program's shell writes its
+# own pid and then execs the program.
+# Usage: spawn_detached PIDFILE LOGFILE PROGRAM [ARGS...]
+spawn_detached() {
+  local pidfile="$1" logfile="$2"
+  shift 2
+  rm -f "${pidfile}"
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "${pidfile}" "$@" \
+    >"${logfile}" 2>&1 </dev/null &
+  local i
+  for i in $(seq 1 200); do
+    if [[ -s "${pidfile}" ]]; then
+      cat "${pidfile}"
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "error: $1 did not start within 10 s (log: ${logfile})" >&2
+  return 1
+}

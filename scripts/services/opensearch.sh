@@ -276,11 +276,8 @@ cmd_start() {
   rm -f "${pidfile}"
   log_msg "starting OpenSearch ${version} (HTTP ${url}, transport 127.0.0.1:${transport_port}), log ${logfile}"
   local t0=${SECONDS}
-  # setsid: the node outlives the calling shell and ignores its terminal's signals.
-  setsid nohup "${java}" "${jvm[@]}" "${settings[@]}" "-Dspillway.plugins=${plugins}" \
-    -cp "${classes}:$(cat "${classpath_file}")" SpillwayTestNode >"${logfile}" 2>&1 </dev/null &
-  pid=$!
-  echo "${pid}" >"${pidfile}"
+  pid="$(spawn_detached "${pidfile}" "${logfile}" "${java}" "${jvm[@]}" "${settings[@]}" \
+    "-Dspillway.plugins=${plugins}" -cp "${classes}:$(cat "${classpath_file}")" SpillwayTestNode)"
   wait_ready "${pid}" "${t0}"
   log_msg "ready at ${url} (pid ${pid}) after $((SECONDS - t0))s"
 }

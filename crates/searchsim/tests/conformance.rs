@@ -8,6 +8,10 @@
 //! A test fails the Rust test unless it is listed in [`KNOWN_FAILURES`]; tests in the
 //! required set ([`is_required`]) may not be listed there at all.
 //!
+//! The same files also run against the real OpenSearch 2.19 and 3.x nodes that
+//! `scripts/services/opensearch.sh` starts, printed side by side with searchsim's results
+//! (`side_by_side`); there every required test must pass too.
+//!
 //! The shared directory is `<repo>/../shared`, or `$SPILLWAY_SHARED_DIR`.
 
 #[path = "conformance/api.rs"]
@@ -20,7 +24,7 @@ mod model;
 mod values;
 
 use api::{ApiRegistry, HttpRequest};
-use exec::{HttpTransport, Outcome, Runner, Status, Transport};
+use exec::{HttpTransport, Outcome, Runner, Status, Transport, Wipe};
 use model::Version;
 use std::path::{Path, PathBuf};
 
@@ -129,13 +133,29 @@ async fn server_version(transport: &HttpTransport) -> Version {
     Version::parse(number).unwrap_or_else(|e| panic!("GET / version: {e}"))
 }
 
-/// Runs the selected files against a fresh server of `config`'s flavor, prints one line
-/// per test and the summary, and returns the outcomes.
-async fn run_against(
-    config: searchsim::Config,
-    expect_version: Version,
-    files: Option<&[&str]>,
-) -> Vec<Outcome> {
+/// The server a run goes to.
+enum Against {
+    /// A fresh in-process searchsim of this flavor, which must report `Version`.
+    Sim(Box<searchsim::Config>, Version),
+    /// A real node already running at a URL (from `$var`, which `start` sets up).
+    Real {
+        var: &'static str,
+        start: &'static str,
+    },
+}
+
+impl Against {
+    fn label(&self, version: Version) -> String {
+        match self {
+            Against::Sim(..) => format!("searchsim {version}"),
+            Against::Real { .. } => format!("OpenSearch {version} (real node)"),
+        }
+    }
+}
+
+/// Runs the selected files against `against`, prints one line per test and the summary,
+/// and returns the version the server reported and the outcomes.
+async fn run_against(against: Against, files: Option<&[&str]>) -> (Version, Vec<Outcome>) {
     let (test_dir, api_dir) = conformance_dirs();
     let apis = ApiRegistry::load_dir(&api_dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(
@@ -166,19 +186,34 @@ async fn run_against(
         test_dir.display()
     );
 
-    let sim = searchsim::SearchSim::start(config)
-        .await
-        .unwrap_or_else(|e| panic!("searchsim did not start: {e}"));
-    let transport = HttpTransport::new(&sim.url().to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let (sim, url, wipe) = match &against {
+        Against::Sim(config, _) => {
+            let sim = searchsim::SearchSim::start((**config).clone())
+                .await
+                .unwrap_or_else(|e| panic!("searchsim did not start: {e}"));
+            let url = sim.url().to_string();
+            (Some(sim), url, Wipe::Searchsim)
+        }
+        Against::Real { var, start } => {
+            let url = std::env::var(var).unwrap_or_else(|_| {
+                panic!("{var} is not set: start the node with `{start}` and eval the output of its `env` command (scripts/test.sh does both)")
+            });
+            (None, url, Wipe::OpenSearch)
+        }
+    };
+    let transport = HttpTransport::new(&url).unwrap_or_else(|e| panic!("{e}"));
     let version = server_version(&transport).await;
-    assert_eq!(
-        version, expect_version,
-        "the server reports version {version}, expected {expect_version}"
-    );
+    if let Against::Sim(_, expect_version) = &against {
+        assert_eq!(
+            version, *expect_version,
+            "the server reports version {version}, expected {expect_version}"
+        );
+    }
     let runner = Runner {
         transport: &transport,
         apis: &apis,
         version,
+        wipe,
     };
 
     let mut outcomes = Vec::new();
@@ -204,7 +239,9 @@ async fn run_against(
             }
         }
     }
-    sim.shutdown().await;
+    if let Some(sim) = sim {
+        sim.shutdown().await;
+    }
 
     let count = |s| outcomes.iter().filter(|o| o.status == s).count();
     let summary = format!(
@@ -213,19 +250,30 @@ async fn run_against(
         count(Status::Fail),
         count(Status::Skip)
     );
-    println!("conformance run against searchsim reporting version {version}:");
+    let label = against.label(version);
+    println!("conformance run against {label}:");
     println!("{summary}");
     let mut report: Vec<String> = outcomes.iter().map(Outcome::line).collect();
     report.push(summary);
-    let path = report_path(version);
+    let path = report_path(&label);
     std::fs::write(&path, report.join("\n") + "\n")
         .unwrap_or_else(|e| panic!("cannot write the report {}: {e}", path.display()));
-    outcomes
+    (version, outcomes)
 }
 
 /// Where the PASS/FAIL/SKIP lines of a run are written (also printed with `--nocapture`).
-fn report_path(version: Version) -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("conformance-{version}.txt"))
+fn report_path(label: &str) -> PathBuf {
+    let name: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("conformance-{name}.txt"))
 }
 
 /// Fails (panics) on every outcome the rules do not allow; see the module docs.
@@ -279,13 +327,20 @@ fn enforce(version: Version, outcomes: &[Outcome]) {
          show the step, the request and the difference)",
         problems.len(),
         problems.join("\n  "),
-        report_path(version).display()
+        report_path(&format!("searchsim {v}")).display()
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_yaml_suite_against_opensearch_3_3() {
-    let outcomes = run_against(searchsim::Config::opensearch_3(), Version(3, 3, 0), None).await;
+    let (_, outcomes) = run_against(
+        Against::Sim(
+            Box::new(searchsim::Config::opensearch_3()),
+            Version(3, 3, 0),
+        ),
+        None,
+    )
+    .await;
     for required in [
         "pit/10_basic.yml",
         "search/90_search_after.yml",
@@ -310,9 +365,8 @@ async fn upstream_yaml_suite_against_opensearch_3_3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_pit_and_search_after_against_opensearch_2_19() {
     let files = ["pit/10_basic.yml", "search/90_search_after.yml"];
-    let outcomes = run_against(
-        searchsim::Config::opensearch(),
-        Version(2, 19, 0),
+    let (_, outcomes) = run_against(
+        Against::Sim(Box::new(searchsim::Config::opensearch()), Version(2, 19, 0)),
         Some(&files),
     )
     .await;
@@ -323,6 +377,147 @@ async fn upstream_pit_and_search_after_against_opensearch_2_19() {
         );
     }
     enforce(Version(2, 19, 0), &outcomes);
+}
+
+/// Tests a released node fails, as `(version, file, test, what the node does)`. The upstream
+/// files come from OpenSearch's main branch, which may test fixes no release has yet; an entry
+/// says what the real node answers. Like [`KNOWN_FAILURES`], an entry whose test passes fails
+/// the run. Required files may be listed here: it is the server, not searchsim, that fails.
+const KNOWN_REAL_FAILURES: &[(&str, &str, &str, &str)] = &[
+    (
+        "2.19.6",
+        "search/90_search_after.yml",
+        "search with null search after value",
+        "HTTP 500 null_pointer_exception for search_after [null, \"doc3\"] on a keyword sort",
+    ),
+    (
+        "3.9.0",
+        "search/90_search_after.yml",
+        "search with null search after value",
+        "HTTP 500 null_pointer_exception for search_after [null, \"doc3\"] on a keyword sort",
+    ),
+];
+
+/// One line per test with the result on searchsim and on the real node, and the summary of
+/// both; fails on any real failure not in [`KNOWN_REAL_FAILURES`], a skipped required test,
+/// a stale entry, and when the two runs did not run the same tests.
+fn side_by_side(sim: (Version, &[Outcome]), real: (Version, &[Outcome])) {
+    let (sim_v, sim) = sim;
+    let (real_v, real) = real;
+    let status = |outcomes: &[Outcome], o: &Outcome| {
+        outcomes
+            .iter()
+            .find(|x| x.file == o.file && x.test == o.test)
+            .map_or("—", |x| x.status.label())
+    };
+    let left = format!("searchsim {sim_v}");
+    let right = format!("OpenSearch {real_v} (real)");
+    println!("{:<70} {left:<16} {right}", "upstream YAML test");
+    let mut problems = Vec::new();
+    for o in real {
+        let name = format!("{} :: {}", o.file, o.test);
+        println!("{name:<70} {:<16} {}", status(sim, o), o.status.label());
+        if !sim.iter().any(|x| x.file == o.file && x.test == o.test) {
+            problems.push(format!("{name} ran on the real node only"));
+        }
+        let v = real_v.to_string();
+        let known = KNOWN_REAL_FAILURES
+            .iter()
+            .find(|k| k.0 == v && k.1 == o.file && k.2 == o.test);
+        if let Some(k) = known {
+            println!("    (known: OpenSearch {v} answers {})", k.3);
+        }
+        let known = known.is_some();
+        match o.status {
+            Status::Fail if !known => problems.push(format!(
+                "{name} failed on the real node: {}",
+                o.detail.as_deref().unwrap_or("")
+            )),
+            Status::Skip if is_required(&o.file) => {
+                problems.push(format!("{name} (required) was skipped on the real node"))
+            }
+            Status::Pass if known => problems.push(format!(
+                "{name} passes on the real node: remove it from KNOWN_REAL_FAILURES"
+            )),
+            _ => {}
+        }
+    }
+    for o in sim {
+        if !real.iter().any(|x| x.file == o.file && x.test == o.test) {
+            problems.push(format!("{} :: {} ran on searchsim only", o.file, o.test));
+        }
+    }
+    let summary = |outcomes: &[Outcome]| {
+        let n = |s| outcomes.iter().filter(|o| o.status == s).count();
+        format!(
+            "{} passed, {} failed, {} skipped",
+            n(Status::Pass),
+            n(Status::Fail),
+            n(Status::Skip)
+        )
+    };
+    println!("{left}: {}", summary(sim));
+    println!("{right}: {}", summary(real));
+    assert!(
+        problems.is_empty(),
+        "conformance on the real node: {} problem(s):\n  {}",
+        problems.len(),
+        problems.join("\n  ")
+    );
+}
+
+/// Every upstream file against searchsim 3.3 and the real OpenSearch 3.x node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_yaml_suite_side_by_side_with_real_opensearch_3() {
+    let (sim_v, sim) = run_against(
+        Against::Sim(
+            Box::new(searchsim::Config::opensearch_3()),
+            Version(3, 3, 0),
+        ),
+        None,
+    )
+    .await;
+    let (real_v, real) = run_against(
+        Against::Real {
+            var: "SPILLWAY_OPENSEARCH3_URL",
+            start: "scripts/services/opensearch.sh start 3",
+        },
+        None,
+    )
+    .await;
+    assert_eq!(real_v.0, 3, "the OpenSearch 3 node reports {real_v}");
+    side_by_side((sim_v, &sim), (real_v, &real));
+}
+
+/// Every upstream file but `_shard_doc`'s (OpenSearch 3.3+) against searchsim 2.19 and the
+/// real OpenSearch 2.19 node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_yaml_suite_side_by_side_with_real_opensearch_2_19() {
+    let (test_dir, _) = conformance_dirs();
+    let files: Vec<String> = yaml_files(&test_dir)
+        .into_iter()
+        .filter(|f| f != "search/95_search_after_shard_doc.yml")
+        .collect();
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let (sim_v, sim) = run_against(
+        Against::Sim(Box::new(searchsim::Config::opensearch()), Version(2, 19, 0)),
+        Some(&files),
+    )
+    .await;
+    let (real_v, real) = run_against(
+        Against::Real {
+            var: "SPILLWAY_OPENSEARCH2_URL",
+            start: "scripts/services/opensearch.sh start 2",
+        },
+        Some(&files),
+    )
+    .await;
+    assert_eq!(
+        (real_v.0, real_v.1),
+        (2, 19),
+        "the OpenSearch 2.19 node reports {real_v}"
+    );
+    side_by_side((sim_v, &sim), (real_v, &real));
 }
 
 #[test]
@@ -406,6 +601,7 @@ async fn a_wrong_expectation_fails_against_the_real_server() {
         transport: &transport,
         apis: &apis,
         version: Version(3, 3, 0),
+        wipe: Wipe::Searchsim,
     };
     let yaml = |expected: u32, is_false: &str| {
         format!(

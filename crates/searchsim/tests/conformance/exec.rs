@@ -183,6 +183,17 @@ pub struct Runner<'a, T: Transport> {
     pub transport: &'a T,
     pub apis: &'a ApiRegistry,
     pub version: Version,
+    pub wipe: Wipe,
+}
+
+/// How the cluster is wiped before each test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wipe {
+    /// searchsim's `POST /_searchsim/reset`: indices, aliases, PITs, scrolls, settings, faults.
+    Searchsim,
+    /// A real OpenSearch node, the way upstream's runner cleans up: every PIT and scroll
+    /// closed, every index that is not a system index (`.`-prefixed) deleted by name.
+    OpenSearch,
 }
 
 impl<'a, T: Transport> Runner<'a, T> {
@@ -238,12 +249,63 @@ impl<'a, T: Transport> Runner<'a, T> {
         }
     }
 
-    /// Wipes all indices, aliases, PITs, scrolls, settings and faults.
+    /// Wipes the cluster (see [`Wipe`]).
     async fn wipe(&self) -> Result<(), String> {
+        match self.wipe {
+            Wipe::Searchsim => {
+                self.wipe_call("POST", "/_searchsim/reset", &[200]).await?;
+            }
+            Wipe::OpenSearch => {
+                self.wipe_call("DELETE", "/_search/point_in_time/_all", &[200, 404])
+                    .await?;
+                self.wipe_call("DELETE", "/_search/scroll/_all", &[200, 404])
+                    .await?;
+                let listing = self
+                    .wipe_call(
+                        "GET",
+                        "/_cat/indices?h=index&format=json&expand_wildcards=all",
+                        &[200],
+                    )
+                    .await?;
+                let names: Vec<&str> = listing
+                    .body
+                    .as_array()
+                    .map(|rows| {
+                        rows.iter()
+                            .filter_map(|r| r["index"].as_str())
+                            .filter(|n| !n.starts_with('.'))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !names.is_empty() {
+                    self.wipe_call("DELETE", &format!("/{}", names.join(",")), &[200, 404])
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn wipe_call(
+        &self,
+        method: &str,
+        path: &str,
+        ok: &[u16],
+    ) -> Result<HttpResponse, String> {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (
+                p,
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            None => (path, Vec::new()),
+        };
         let req = HttpRequest {
-            method: "POST".into(),
-            path: "/_searchsim/reset".into(),
-            query: Vec::new(),
+            method: method.into(),
+            path: path.into(),
+            query,
             headers: Vec::new(),
             body: None,
         };
@@ -251,15 +313,15 @@ impl<'a, T: Transport> Runner<'a, T> {
             .transport
             .send(&req)
             .await
-            .map_err(|e| format!("wiping the cluster failed: {e}"))?;
-        if resp.status >= 300 {
+            .map_err(|e| format!("wiping the cluster failed: {method} {path}: {e}"))?;
+        if !ok.contains(&resp.status) {
             return Err(format!(
-                "wiping the cluster failed: POST /_searchsim/reset answered {} {}",
+                "wiping the cluster failed: {method} {path} answered {} {}",
                 resp.status,
                 values::truncate(&resp.body_text, 400)
             ));
         }
-        Ok(())
+        Ok(resp)
     }
 
     async fn run_steps(&self, ctx: &mut Ctx, section: &str, steps: &[Step]) -> Result<(), String> {
@@ -651,6 +713,7 @@ mod tests {
             transport: &canned,
             apis: &apis,
             version: Version(3, 3, 0),
+            wipe: Wipe::Searchsim,
         };
         let out = runner.run_suite(&suite).await;
         let seen = canned.seen.lock().expect("lock").clone();
