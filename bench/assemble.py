@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes bench/RESULTS.md from the parts bench/run.sh collected, and checks each target.
 
-The parts are the outputs of bench/compare.py (main.md and results.json), bench/rss.sh
+The parts are the outputs of bench/compare.py (main.md and results.json; real.md for the real
+node), bench/rss.sh
 (rss.md), bench/scaling.sh (scaling.md) and bench/micro.sh (micro.md); any may be missing, in
 which case its section says it was not run and its target is not checked.
 Usage: assemble.py --parts DIR --started TIME [--json results.json] [--png-name results.png]
@@ -146,6 +147,12 @@ def main() -> None:
         out += [main_md.rstrip(), "", f"![throughput, CPU and memory of each tool]({args.png_name})", ""]
     else:
         out += ["Not run in this invocation.", ""]
+    real_md = part("real.md")
+    out += ["## Against a real OpenSearch node (`--sections real`)", "",
+            "The same data set loaded into a real OpenSearch 3.x node (`searchsim --load-into`) and "
+            "exported with every tool. The node runs on the same cores, so wall times include its "
+            "work; client CPU per 1M documents is the figure to compare with the searchsim rows.", ""]
+    out += [real_md.rstrip() if real_md else "Not run in this invocation.", ""]
     out += ["## Peak memory as the job grows (`bench/rss.sh`)", "",
             "`spillway run --workers 4`, zstd Parquet to S3 (SeaweedFS), 100k-document shards.", ""]
     out += [rss_md.strip() if rss_md else "Not run in this invocation.", ""]

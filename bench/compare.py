@@ -18,9 +18,12 @@ For each it records wall time, documents per second, client CPU seconds per mill
 RSS (the largest client process), output bytes, and whether the output holds every document
 exactly once (bench/verify_output.py). It writes a Markdown table and a PNG chart.
 
+With --real-url URL the same data set is loaded into a real cluster (`searchsim --load-into`) and
+every tool exports from it instead (bench/run.sh's `real` section: a real OpenSearch 3.x node).
+
 Normally started by bench/run.sh, which builds the binaries, installs the peers and starts the
 services first. Usage: compare.py --docs N [--avg-message-bytes B] [--latency-ms L]
-[--only NAME,...] [--markdown FILE] [--png FILE] [--json FILE]. The binaries come from
+[--only NAME,...] [--real-url URL --server-label TEXT] [--markdown FILE] [--png FILE] [--json FILE]. The binaries come from
 target/release, or from SPILLWAY_BENCH_BIN_DIR (the test suite points it at its debug build).
 """
 
@@ -191,6 +194,34 @@ class SearchSim:
 
     def close(self) -> None:
         self.proc.stop()
+
+
+class RealNode:
+    """A real cluster at `url`, loaded with the same generated data set as SearchSim serves
+    (`searchsim --load-into`); its `logs-*` indices are replaced."""
+
+    def __init__(self, url: str, docs: int, avg_message_bytes: int):
+        import urllib.request
+        self.url = url.rstrip("/")
+        req = urllib.request.Request(f"{self.url}/logs-*", method="DELETE")
+        try:
+            urllib.request.urlopen(req, timeout=120).read()
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
+        cmd = [str(RELEASE / "searchsim"), "--load-into", self.url, "--generate", str(docs),
+               "--days", "30", "--shards", "3", "--seed", "1",
+               "--avg-message-bytes", str(avg_message_bytes)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
+        if out.returncode != 0:
+            raise RuntimeError(f"loading {self.url} failed:\n{out.stderr[-2000:]}")
+        m = re.search(r"loaded (\d+) documents \((\d+) bytes of _source\)", out.stdout)
+        if not m or int(m.group(1)) != docs:
+            raise RuntimeError(f"unexpected loader output: {out.stdout!r}")
+        self.source_bytes = int(m.group(2))
+
+    def close(self) -> None:
+        pass
 
 
 def spillway_job(name: str, url: str, fmt: str, destination: str, shard_docs: int,
@@ -491,6 +522,10 @@ def main() -> int:
                     "spillway-ndjson-4, spillway-ndjson-4-plain, spillway-parquet-4, spillway-distributed, "
                     "elasticdump, scan, threaded")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per tool")
+    ap.add_argument("--real-url", default="", help="export from this real cluster instead of searchsim; "
+                    "the data set is loaded into it first (its logs-* indices are replaced)")
+    ap.add_argument("--server-label", default="", help="the real cluster's name in the tables, "
+                    "e.g. 'a real OpenSearch 3.9.0 node (512 MiB heap)'")
     ap.add_argument("--markdown", type=Path, help="write the section here (default: print)")
     ap.add_argument("--png", type=Path, help="write the chart here")
     ap.add_argument("--json", type=Path, help="write the raw rows here")
@@ -500,10 +535,14 @@ def main() -> int:
     log(f"work directory {work}")
     sim = None
     try:
-        log(f"starting searchsim with {args.docs:,} documents")
         t0 = time.monotonic()
-        sim = SearchSim(work, args.docs, args.avg_message_bytes, args.latency_ms)
-        log(f"searchsim ready at {sim.url} after {time.monotonic() - t0:.0f} s "
+        if args.real_url:
+            log(f"loading {args.docs:,} documents into {args.real_url}")
+            sim = RealNode(args.real_url, args.docs, args.avg_message_bytes)
+        else:
+            log(f"starting searchsim with {args.docs:,} documents")
+            sim = SearchSim(work, args.docs, args.avg_message_bytes, args.latency_ms)
+        log(f"{sim.url} ready after {time.monotonic() - t0:.0f} s "
             f"({sim.source_bytes / max(args.docs, 1):.0f} bytes of _source per document)")
         bench = Bench(args, work)
         bench.run_all(sim.url)
@@ -512,8 +551,10 @@ def main() -> int:
             sim.close()
     rows = bench.rows
     mean = sim.source_bytes / max(args.docs, 1)
+    served = (args.server_label or f"the real cluster at {args.real_url}") if args.real_url else "searchsim"
     dataset = (f"{args.docs:,} generated log documents (mean `_source` {mean:.0f} bytes, "
-               f"{sim.source_bytes / 2**30:.2f} GiB in all) in 30 daily indices of 3 shards, served by searchsim"
+               f"{sim.source_bytes / 2**30:.2f} GiB in all) in 30 daily indices of 3 shards, served by {served}"
+               + (" (its CPU is not the client's: compare client CPU per 1M documents)" if args.real_url else "")
                + (f" with {args.latency_ms} ms added to every search request" if args.latency_ms else "")
                + f". spillway shards target {args.shard_docs:,} documents.")
     text = "\n".join([

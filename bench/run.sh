@@ -10,14 +10,18 @@
 #   5. scaling: 1, 2, 4, 8 worker processes at 20 ms per search request (bench/scaling.sh);
 #   6. micro: criterion benchmarks of the hot path next to memcpy and JSON validation
 #      (bench/micro.sh);
+#   7. real: the main comparison again, exporting from a real OpenSearch 3.x node
+#      (scripts/services/opensearch.sh, heap REAL_HEAP, default 2g) loaded with the same data
+#      (REAL_DOCS documents, default --docs);
 # then writes bench/RESULTS.md (machine, data set, every table, and each target checked).
 #
-# Usage: bench/run.sh [--docs N] [--sections main,rss,scaling,micro] [--out DIR]
+# Usage: bench/run.sh [--docs N] [--sections main,rss,scaling,micro,real] [--out DIR]
 #   --docs N        documents in the main comparison (default 1000000)
-#   --sections      which parts to run (default: all four)
+#   --sections      which parts to run (default: all five)
 #   --out DIR       where RESULTS.md, results.png and results.json go (default: bench/)
 #   --quick         small sizes for a fast check of the whole pipeline (20k docs; RSS at 20k
-#                   and 40k; scaling with 20k docs and 1 and 4 workers; micro skipped)
+#                   and 40k; scaling with 20k docs and 1 and 4 workers; real node with 20k
+#                   docs; micro skipped)
 # Environment: AVG_MESSAGE_BYTES (default 600, about 1 KiB documents), RSS_SIZES (default
 # "1000000 5000000"), SCALING_DOCS (default 500000), TIMEOUT (seconds per tool, default 3600).
 set -euo pipefail
@@ -25,7 +29,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 docs=1000000
-sections="main,rss,scaling,micro"
+sections="main,rss,scaling,micro,real"
 out="$root/bench"
 rss_sizes=${RSS_SIZES:-1000000 5000000}
 scaling_docs=${SCALING_DOCS:-500000}
@@ -37,7 +41,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --quick)
       docs=20000; rss_sizes="20000 40000"; scaling_docs=20000; scaling_workers="1 4"
-      sections="main,rss,scaling"; shift ;;
+      sections="main,rss,scaling,real"; shift ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -73,6 +77,21 @@ fi
 if has scaling; then
   log "scaling with $scaling_docs documents"
   WORKERS="$scaling_workers" bench/scaling.sh "$scaling_docs" >"$parts/scaling.md"
+fi
+if has real; then
+  real_docs=${REAL_DOCS:-$docs}
+  heap=${REAL_HEAP:-2g}
+  log "real node: $real_docs documents in a real OpenSearch 3.x node ($heap heap)"
+  scripts/services/opensearch.sh stop 3 >&2 || true
+  SPILLWAY_OPENSEARCH_HEAP=$heap scripts/services/opensearch.sh start 3 >&2
+  eval "$(scripts/services/opensearch.sh env 3)"
+  node_version=$(curl -fsS "$SPILLWAY_OPENSEARCH3_URL/" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["version"]["number"])')
+  "$py" bench/compare.py --docs "$real_docs" --avg-message-bytes "$AVG_MESSAGE_BYTES" \
+    --timeout "${TIMEOUT:-3600}" --real-url "$SPILLWAY_OPENSEARCH3_URL" \
+    --server-label "a real OpenSearch $node_version node (one JVM, $heap heap, on the same machine)" \
+    --markdown "$parts/real.md" --png "$out/results-real.png" --json "$out/results-real.json" \
+    || log "some spillway export from the real node was incomplete (see above)"
+  scripts/services/opensearch.sh stop 3 >&2 || true
 fi
 if has micro; then
   log "micro-benchmarks"

@@ -990,10 +990,26 @@ async fn every_example_manifest_runs_to_success(on: On) {
         }
     }
     // The RBAC rules the chart grants are exactly the calls the roles made (kubesim); the
-    // real API server enforced them on every call above.
-    if let ApiServer::Sim(kube) = &d.kube {
-        assert_rbac_is_exact(kube, "coordinator");
-        assert_rbac_is_exact(kube, "worker");
+    // real API server enforced them on every call above, and refuses what they do not grant.
+    match &d.kube {
+        ApiServer::Sim(kube) => {
+            assert_rbac_is_exact(kube, "coordinator");
+            assert_rbac_is_exact(kube, "worker");
+        }
+        ApiServer::Real { .. } => {
+            let worker = client_from(Path::new(&d.kubeconfig("worker-probe"))).await;
+            let jobs: Api<ExportJob> = Api::namespaced(worker.clone(), NS);
+            match jobs.list(&Default::default()).await {
+                Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{}", e.message),
+                other => panic!("the worker's ServiceAccount may not list ExportJobs: {other:?}"),
+            }
+            let coordinator = client_from(Path::new(&d.kubeconfig("coordinator-probe"))).await;
+            let secrets: Api<Secret> = Api::namespaced(coordinator, NS);
+            match secrets.list(&Default::default()).await {
+                Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{}", e.message),
+                other => panic!("the coordinator may get Secrets but not list them: {other:?}"),
+            }
+        }
     }
     for sim in [plain, secure, signed] {
         sim.shutdown().await;

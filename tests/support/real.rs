@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use searchsim::datagen::{DataSpec, LoadSummary};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// A real server the suite runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,84 +147,9 @@ impl RealCluster {
             spec.index_prefix, self.prefix,
             "load a spec made by RealCluster::spec"
         );
-        let names = searchsim::datagen::index_names(spec);
-        for n in &names {
-            self.ok(
-                "PUT",
-                &format!("/{n}"),
-                Some(json!({
-                    "settings": {"number_of_shards": spec.shards, "number_of_replicas": 0,
-                                 "refresh_interval": "-1"},
-                    "mappings": searchsim::datagen::mapping(),
-                })),
-            )
-            .await;
-        }
-        let mut body = Vec::with_capacity(6 << 20);
-        let mut in_batch = 0usize;
-        let mut written = 0u64;
-        let mut bytes = 0u64;
-        for d in searchsim::datagen::docs(spec) {
-            bytes += d.source.len() as u64;
-            body.extend_from_slice(
-                serde_json::to_string(&json!({"index": {"_index": d.index, "_id": d.id}}))
-                    .expect("action line")
-                    .as_bytes(),
-            );
-            body.push(b'\n');
-            body.extend_from_slice(&d.source);
-            body.push(b'\n');
-            in_batch += 1;
-            if body.len() >= 5 << 20 {
-                written += self.bulk(std::mem::take(&mut body), in_batch).await;
-                in_batch = 0;
-            }
-        }
-        if !body.is_empty() {
-            written += self.bulk(body, in_batch).await;
-        }
-        let pattern = format!("{}*", self.prefix);
-        self.ok(
-            "PUT",
-            &format!("/{pattern}/_settings"),
-            Some(json!({"index": {"refresh_interval": "1s"}})),
-        )
-        .await;
-        self.ok("POST", &format!("/{pattern}/_refresh"), None).await;
-        let count = self.ok("GET", &format!("/{pattern}/_count"), None).await;
-        assert_eq!(
-            count["count"].as_u64(),
-            Some(written),
-            "the server counts every loaded document"
-        );
-        LoadSummary {
-            docs: written,
-            indices: names,
-            bytes,
-        }
-    }
-
-    async fn bulk(&self, body: Vec<u8>, docs: usize) -> u64 {
-        let resp = self
-            .http
-            .post(format!("{}/_bulk", self.url))
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
+        searchsim::bulkload::load_into(&self.url, spec)
             .await
-            .expect("_bulk request");
-        let status = resp.status();
-        let v: Value = resp.json().await.expect("_bulk answers JSON");
-        assert!(status.is_success(), "_bulk answered {status}: {v}");
-        if v["errors"].as_bool() != Some(false) {
-            let first = v["items"]
-                .as_array()
-                .and_then(|items| items.iter().find(|i| i["index"]["error"].is_object()))
-                .cloned();
-            panic!("_bulk rejected documents, the first: {first:?}");
-        }
-        assert_eq!(v["items"].as_array().map(Vec::len), Some(docs));
-        docs as u64
+            .unwrap_or_else(|e| panic!("loading {} into {:?}: {e}", spec.index_prefix, self.server))
     }
 
     /// Deletes every index of this test, by name (Elasticsearch 8 refuses wildcard deletes:

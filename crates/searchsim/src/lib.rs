@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod aggs;
 pub mod auth;
+pub mod bulkload;
 pub mod cluster;
 pub mod datagen;
 pub mod docs;

@@ -94,6 +94,10 @@ struct Args {
     /// Disable the 1s periodic refresh.
     #[arg(long)]
     no_auto_refresh: bool,
+    /// Instead of serving, load the `--generate` data set into the (real) cluster at this URL
+    /// over `_bulk`, print `loaded N documents (B bytes of _source) into URL` and exit.
+    #[arg(long)]
+    load_into: Option<String>,
 }
 
 #[tokio::main]
@@ -105,6 +109,31 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let a = Args::parse();
+    let spec = DataSpec {
+        docs: a.generate,
+        days: a.days,
+        start: a.start,
+        shards: a.shards,
+        seed: a.seed,
+        index_prefix: a.index_prefix.clone(),
+        avg_message_bytes: a.avg_message_bytes,
+        ..DataSpec::default()
+    };
+    if let Some(url) = &a.load_into {
+        anyhow::ensure!(a.generate > 0, "--load-into needs --generate N (N > 0)");
+        let t = std::time::Instant::now();
+        let s = searchsim::bulkload::load_into(url, &spec)
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("loading the data set into {url}"))?;
+        println!(
+            "loaded {} documents ({} bytes of _source) into {url} in {:.1} s",
+            s.docs,
+            s.bytes,
+            t.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let mut config = match a.flavor {
         Flavor::OpenSearch => Config::opensearch(),
         Flavor::Elasticsearch => Config::elasticsearch(),
@@ -159,16 +188,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting searchsim")?;
     if a.generate > 0 {
-        let spec = DataSpec {
-            docs: a.generate,
-            days: a.days,
-            start: a.start,
-            shards: a.shards,
-            seed: a.seed,
-            index_prefix: a.index_prefix,
-            avg_message_bytes: a.avg_message_bytes,
-            ..DataSpec::default()
-        };
         let t = std::time::Instant::now();
         let s = load(sim.cluster(), &spec).context("generating data")?;
         tracing::info!(
