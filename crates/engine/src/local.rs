@@ -66,8 +66,11 @@ pub async fn run_with_queue(
     coordinate(job, queue, &opts, true).await
 }
 
-/// How long a coordinator whose job failed waits for the failed shards' dead letters.
-const DEAD_LETTER_GRACE: Duration = Duration::from_secs(5);
+/// How long a coordinator whose job failed waits at most for the failed shards' dead letters
+/// (it stops waiting as soon as they are forwarded). 5 s was too short on a loaded 2-core CI
+/// machine: the worker's reject reached the queue after the coordinator had gone, and the
+/// dead letter stayed behind.
+const DEAD_LETTER_GRACE: Duration = Duration::from_secs(20);
 
 /// The coordinator of one job, with dead letters forwarded to their runs while it runs.
 async fn coordinate(

@@ -366,6 +366,18 @@ impl ShardReader {
                 url,
                 detail: format!("unreadable sort values: {e}"),
             })?;
+            // A null sort value cannot be continued from: real OpenSearch 2.19 and 3.9 answer a
+            // `search_after` holding null with HTTP 500 (null_pointer_exception), and a field
+            // missing from two documents is no tiebreaker anyway.
+            if self.exported < expected
+                && v.as_array().is_some_and(|a| a.iter().any(Value::is_null))
+            {
+                self.done = true;
+                return Err(SourceError::Config(format!(
+                    "a document has no value for the page order {}: sort values {v}; source.tiebreakerField must name a field with a unique value in every document (unset it to use the cluster's own order)",
+                    self.sort
+                )));
+            }
             self.search_after = Some(v);
         }
         Ok(Some(page))

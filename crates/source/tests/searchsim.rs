@@ -722,3 +722,59 @@ async fn snapshot_keeps_working_after_client_clone() {
     client.close_snapshot(&snap).await.unwrap();
     sim.shutdown().await;
 }
+
+/// A tiebreaker field missing from a document gives a null sort value, which cannot be paged
+/// from (real OpenSearch 2.19 and 3.9 answer such a `search_after` with HTTP 500): the reader
+/// stops with an error naming the fix instead of sending it and retrying a server error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiebreaker_missing_from_a_document_is_a_clear_error() {
+    let sim = SearchSim::start(Config::opensearch().with_refresh_interval(None))
+        .await
+        .expect("searchsim starts");
+    let url = sim.url();
+    let client = connect(&url).await;
+    // A plain reqwest client needs a process-wide TLS crypto provider, even for HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let put = http
+        .put(format!("{url}/gappy"))
+        .json(&json!({"mappings": {"properties": {"k": {"type": "keyword"}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let mut bulk = String::new();
+    for i in 0..6 {
+        bulk.push_str(&format!(
+            "{{\"index\":{{\"_index\":\"gappy\",\"_id\":\"d{i}\"}}}}\n"
+        ));
+        if i % 3 == 0 {
+            bulk.push_str("{\"n\":1}\n");
+        } else {
+            bulk.push_str(&format!("{{\"k\":\"k{i}\"}}\n"));
+        }
+    }
+    let r = http
+        .post(format!("{url}/_bulk?refresh=true"))
+        .header("content-type", "application/x-ndjson")
+        .body(bulk)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let snap = client.open_snapshot(&["gappy".into()], "1m").await.unwrap();
+    let mut req = shard(&Target::Snapshot(snap.clone()), None, None, 5);
+    req.tiebreaker_field = Some("k".into());
+    let mut reader = client.read_shard(req);
+    let err = loop {
+        match reader.next_page().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the shard ended although a page ended on a null sort value"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, SourceError::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("tiebreakerField"), "{err}");
+    client.close_snapshot(&snap).await.unwrap();
+    sim.shutdown().await;
+}
