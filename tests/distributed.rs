@@ -240,6 +240,39 @@ async fn heavy_four_workers_export_two_million_documents_exactly() {
     sim.shutdown().await;
 }
 
+/// Until the coordinator ends (at most `limit_s` seconds): every 2.5 s, SIGKILL a worker
+/// picked by a seeded generator and start it again, then run `after_kill`. Returns how the
+/// coordinator ended and the number of kills.
+fn kill_workers_until_done(
+    coord: std::process::Child,
+    limit_s: u64,
+    ws: &mut [WorkerProc],
+    mut seed: u64,
+    mut after_kill: impl FnMut(),
+) -> (Finished, usize) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(wait_finished(
+            coord,
+            Duration::from_secs(limit_s),
+            "the coordinator",
+        ));
+    });
+    let mut kills = 0;
+    loop {
+        if let Ok(done) = rx.recv_timeout(Duration::from_millis(2500)) {
+            return (done, kills);
+        }
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let i = (seed >> 33) as usize % ws.len();
+        ws[i].restart();
+        kills += 1;
+        after_kill();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_chaos_killed_workers_broker_restart_and_429s() {
     let spec = data(docs_from_env(2_000_000) / 5, 10, 77);
@@ -272,33 +305,13 @@ async fn heavy_chaos_killed_workers_broker_restart_and_429s() {
     let mut ws = workers(4, &broker, 2, root.path());
     let coord = spawn_coordinator(&broker, &job, &root.path().join("secrets"));
     let started = Instant::now();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(wait_finished(
-            coord,
-            Duration::from_secs(900),
-            "the coordinator",
-        ));
-    });
-    let mut kills = 0;
     let mut restarted_broker = false;
-    let mut seed = 12345u64;
-    let done = loop {
-        if let Ok(done) = rx.recv_timeout(Duration::from_millis(2500)) {
-            break done;
-        }
-        // Kill -9 a random worker and start it again.
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let i = (seed >> 33) as usize % ws.len();
-        ws[i].restart();
-        kills += 1;
+    let (done, kills) = kill_workers_until_done(coord, 900, &mut ws, 12345, || {
         if !restarted_broker && started.elapsed() > Duration::from_secs(6) {
             restart_broker();
             restarted_broker = true;
         }
-    };
+    });
     assert!(
         done.success,
         "the export failed under chaos:\n{}\n{}",
@@ -356,27 +369,7 @@ async fn chaos_killed_workers_against_real_opensearch_3() {
     );
     let mut ws = workers(4, &broker, 2, root.path());
     let coord = spawn_coordinator(&broker, &job, &root.path().join("secrets"));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(wait_finished(
-            coord,
-            Duration::from_secs(600),
-            "the coordinator",
-        ));
-    });
-    let mut kills = 0;
-    let mut seed = 4242u64;
-    let done = loop {
-        if let Ok(done) = rx.recv_timeout(Duration::from_millis(2500)) {
-            break done;
-        }
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let i = (seed >> 33) as usize % ws.len();
-        ws[i].restart();
-        kills += 1;
-    };
+    let (done, kills) = kill_workers_until_done(coord, 600, &mut ws, 4242, || {});
     assert!(
         done.success,
         "the export from the real node failed under chaos:\n{}\n{}",

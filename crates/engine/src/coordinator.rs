@@ -233,15 +233,19 @@ impl Run<'_> {
         }
     }
 
-    /// The job's query restricted to its time window.
-    fn full_query(&self) -> serde_json::Value {
-        let user = self
-            .job
+    /// The user's query (`match_all` when there is none).
+    fn user_query(&self) -> serde_json::Value {
+        self.job
             .spec
             .source
             .query
             .clone()
-            .unwrap_or_else(|| serde_json::json!({"match_all": {}}));
+            .unwrap_or_else(|| serde_json::json!({"match_all": {}}))
+    }
+
+    /// The job's query restricted to its time window.
+    fn full_query(&self) -> serde_json::Value {
+        let user = self.user_query();
         match (self.window(), &self.job.spec.time_range) {
             (Some(w), Some(tr)) => serde_json::json!({"bool": {"filter": [
                 user,
@@ -257,11 +261,7 @@ impl Run<'_> {
             (Some(window), Some(tr)) => {
                 let partition_by = spec.output.partition_by;
                 let interval_ms = spillway_plan::choose_interval(window, partition_by);
-                let user = spec
-                    .source
-                    .query
-                    .clone()
-                    .unwrap_or_else(|| serde_json::json!({"match_all": {}}));
+                let user = self.user_query();
                 let buckets = self
                     .client
                     .date_histogram(&self.target(), &user, &tr.field, window, interval_ms)
@@ -314,11 +314,7 @@ impl Run<'_> {
         let shards_of = self.client.index_shards(&spec.source.indices).await?;
         let windows = spillway_plan::plan_windows(plan);
         let only_windows: Vec<_> = windows.iter().map(|(w, _)| *w).collect();
-        let user = spec
-            .source
-            .query
-            .clone()
-            .unwrap_or_else(|| serde_json::json!({"match_all": {}}));
+        let user = self.user_query();
         let counts = self
             .client
             .index_counts(
